@@ -1,0 +1,37 @@
+"""WebSocket close codes and reasons the console page shows to a person.
+
+Codes 4000-4999 are private-use (RFC 6455 section 7.4.2). The last three digits echo the HTTP
+status that means the same thing, so a log reader can guess them without this table.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Close(enum.Enum):
+    """(code, reason). Reasons stay under 123 bytes, the limit of a close frame."""
+
+    HOST_CLOSED = (1000, "the VM's console closed the connection")
+    GOING_AWAY = (1001, "proxy restarting, reconnecting")
+    TEXT_FRAME = (1003, "text frames are not accepted; send binary frames")
+    FRAME_TOO_BIG = (1009, "message too big")
+    PROTOCOL_ERROR = (1002, "WebSocket protocol error")
+    TICKET_INVALID = (4401, "console ticket is invalid, expired or already used")
+    TARGET_REFUSED = (4403, "the console address is not allowed by the proxy's target policy")
+    IDLE = (4408, "closed after a period without input (idle)")
+    SESSION_LIMIT = (4409, "maximum console session length reached")
+    TOO_MANY = (4429, "too many open consoles; try again later")
+    HOST_UNREACHABLE = (4502, "could not connect to the VM's console: host unreachable")
+    HOST_TIMEOUT = (4504, "timed out connecting to the VM's console")
+    AUTH_FAILED = (4511, "console password rejected by the hypervisor")
+    HOST_PROTOCOL = (4512, "the VM's console spoke an unexpected protocol")
+    REVOKED = (4410, "console closed by an administrator")
+
+    @property
+    def code(self) -> int:
+        return self.value[0]
+
+    @property
+    def reason(self) -> str:
+        return self.value[1]

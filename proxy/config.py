@@ -1,0 +1,253 @@
+"""One typed configuration, read from a TOML file, the environment and CLI flags.
+
+Precedence, lowest first: built-in defaults, the TOML file, environment variables named
+``CONSOLE_PROXY_<SECTION>_<KEY>``, then CLI flags. Every value is checked at start-up and a bad
+one raises :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+ENV_PREFIX = "CONSOLE_PROXY_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or malformed."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config key {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:6080"
+    base_path: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    frame_ancestors: tuple[str, ...] = ("'self'",)
+    # Where the console pages and the npm packages are served from; empty means the repository.
+    assets_dir: str = ""
+
+
+@dataclass(frozen=True)
+class ZStackConfig:
+    url: str = "http://127.0.0.1:8080/zstack"
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class TicketsConfig:
+    ttl: float = 30.0
+    store: str = "memory"
+    token_file: str = ""
+    # Any websockify token plugin: a short name from websockify.token_plugins or "module.Class".
+    token_plugin: str = ""
+    token_source: str = ""
+    max_tickets: int = 100_000
+
+
+@dataclass(frozen=True)
+class TargetsConfig:
+    allow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    idle_timeout: float = 900.0
+    max_session: float = 8 * 3600.0
+    max_connections: int = 1000
+    connect_timeout: float = 5.0
+    handshake_timeout: float = 10.0
+    max_frame_size: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    zstack: ZStackConfig = field(default_factory=ZStackConfig)
+    tickets: TicketsConfig = field(default_factory=TicketsConfig)
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+
+SECTIONS: dict[str, type[Any]] = get_type_hints(Config)
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the config. ``overrides`` maps ``"section.key"`` to a value (from CLI flags)."""
+    raw: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    if path is not None:
+        _merge(raw, _read_toml(Path(path)), origin=str(path))
+    _merge(raw, _from_env(env or {}), origin="environment")
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        _merge(raw, {section: {key: value}}, origin="command line")
+    config = Config(**{name: _build(name, cls, raw[name]) for name, cls in SECTIONS.items()})
+    validate(config)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, sep, key = rest.partition("_")
+        if not sep or section not in SECTIONS:
+            raise ConfigError(name, "unknown environment variable (no such config section)")
+        found.setdefault(section, {})[key] = _EnvString(value)
+    return found
+
+
+class _EnvString(str):
+    """A value that came from the environment, so it may still need parsing into a list."""
+
+
+def _merge(raw: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: str) -> None:
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(section, f"unknown section in {origin}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(section, f"must be a table in {origin}")
+        raw[section].update(values)
+
+
+def _build(section: str, cls: type[Any], values: Mapping[str, Any]) -> Any:
+    hints = get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in hints:
+            known = ", ".join(sorted(hints))
+            raise ConfigError(f"{section}.{key}", f"unknown key (known keys: {known})")
+        kwargs[key] = _coerce(f"{section}.{key}", hints[key], value)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    if get_origin(hint) is tuple:
+        return _coerce_list(key, get_args(hint)[0], value)
+    if hint is bool:
+        return _coerce_bool(key, value)
+    if hint is int or hint is float:
+        return _coerce_number(key, hint, value)
+    if not isinstance(value, str):
+        raise ConfigError(key, f"must be a string, got {value!r}")
+    return str(value)
+
+
+def _coerce_list(key: str, item: Any, value: Any) -> tuple[Any, ...]:
+    if isinstance(value, _EnvString):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(key, f"is not a JSON list: {exc.msg}") from exc
+        else:
+            value = [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(key, f"must be a list, got {value!r}")
+    return tuple(_coerce(key, item, v) for v in value)
+
+
+def _coerce_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        return value.lower() in {"1", "true", "yes", "on"}
+    raise ConfigError(key, f"must be true or false, got {value!r}")
+
+
+def _coerce_number(key: str, hint: type[Any], value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ConfigError(key, f"must be a number, got {value!r}")
+    try:
+        number = hint(value) if isinstance(value, str) else value
+    except ValueError as exc:
+        raise ConfigError(key, f"must be a number, got {value!r}") from exc
+    if not isinstance(number, int | float):
+        raise ConfigError(key, f"must be a number, got {value!r}")
+    if hint is int and (isinstance(number, float) and not number.is_integer()):
+        raise ConfigError(key, f"must be a whole number, got {value!r}")
+    return hint(number)
+
+
+def validate(config: Config) -> None:
+    """Check values that parse but make no sense; raise ConfigError naming the key."""
+    parse_listen(config.server.listen, "server.listen")
+    base = config.server.base_path
+    if base and (not base.startswith("/") or base.endswith("/")):
+        raise ConfigError("server.base_path", f"must start with '/' and not end with '/', got {base!r}")
+    for origin in config.server.allowed_origins:
+        if "://" not in origin or origin.endswith("/"):
+            raise ConfigError(
+                "server.allowed_origins", f"{origin!r} is not an origin like https://portal.example.com"
+            )
+    for key, cidrs in (("server.trusted_proxies", config.server.trusted_proxies),):
+        for cidr in cidrs:
+            _check_network(key, cidr)
+    if not config.zstack.url.startswith(("http://", "https://")):
+        raise ConfigError("zstack.url", f"must be an http(s) URL, got {config.zstack.url!r}")
+    _positive("zstack.timeout", config.zstack.timeout)
+    _positive("tickets.ttl", config.tickets.ttl)
+    _positive("tickets.max_tickets", config.tickets.max_tickets)
+    if config.tickets.store != "memory":
+        raise ConfigError("tickets.store", f"unsupported store {config.tickets.store!r} (use 'memory')")
+    if config.tickets.token_file and config.tickets.token_plugin:
+        raise ConfigError("tickets.token_file", "set either token_file or token_plugin, not both")
+    if config.tickets.token_plugin and not config.tickets.token_source:
+        raise ConfigError("tickets.token_source", "token_plugin needs a token_source")
+    for name in ("idle_timeout", "max_session", "connect_timeout", "handshake_timeout"):
+        _positive(f"limits.{name}", getattr(config.limits, name))
+    _positive("limits.max_connections", config.limits.max_connections)
+    if config.limits.max_frame_size < 4096:
+        raise ConfigError("limits.max_frame_size", "must be at least 4096 bytes")
+    from proxy.targets import TargetPolicy  # late import: targets parses its own syntax
+
+    try:
+        TargetPolicy.parse(config.targets.allow)
+    except ValueError as exc:
+        raise ConfigError("targets.allow", str(exc)) from exc
+
+
+def parse_listen(value: str, key: str = "server.listen") -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"must be HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _check_network(key: str, cidr: str) -> None:
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError as exc:
+        raise ConfigError(key, f"{cidr!r} is not a network: {exc}") from exc
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(key, f"must be greater than 0, got {value!r}")
