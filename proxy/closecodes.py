@@ -13,6 +13,7 @@ class Close(enum.Enum):
     """(code, reason). Reasons stay under 123 bytes, the limit of a close frame."""
 
     HOST_CLOSED = (1000, "the VM's console closed the connection")
+    BROWSER_CLOSED = (1000, "console closed by the browser")
     GOING_AWAY = (1001, "proxy restarting, reconnecting")
     TEXT_FRAME = (1003, "text frames are not accepted; send binary frames")
     FRAME_TOO_BIG = (1009, "message too big")

@@ -177,7 +177,16 @@ def _coerce_list(key: str, item: Any, value: Any) -> tuple[Any, ...]:
 def _coerce_bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+    if isinstance(value, str) and value.lower() in {
+        "1",
+        "true",
+        "yes",
+        "on",
+        "0",
+        "false",
+        "no",
+        "off",
+    }:
         return value.lower() in {"1", "true", "yes", "on"}
     raise ConfigError(key, f"must be true or false, got {value!r}")
 
@@ -201,11 +210,14 @@ def validate(config: Config) -> None:
     parse_listen(config.server.listen, "server.listen")
     base = config.server.base_path
     if base and (not base.startswith("/") or base.endswith("/")):
-        raise ConfigError("server.base_path", f"must start with '/' and not end with '/', got {base!r}")
+        raise ConfigError(
+            "server.base_path", f"must start with '/' and not end with '/', got {base!r}"
+        )
     for origin in config.server.allowed_origins:
         if "://" not in origin or origin.endswith("/"):
             raise ConfigError(
-                "server.allowed_origins", f"{origin!r} is not an origin like https://portal.example.com"
+                "server.allowed_origins",
+                f"{origin!r} is not an origin like https://portal.example.com",
             )
     for key, cidrs in (("server.trusted_proxies", config.server.trusted_proxies),):
         for cidr in cidrs:
@@ -216,7 +228,9 @@ def validate(config: Config) -> None:
     _positive("tickets.ttl", config.tickets.ttl)
     _positive("tickets.max_tickets", config.tickets.max_tickets)
     if config.tickets.store != "memory":
-        raise ConfigError("tickets.store", f"unsupported store {config.tickets.store!r} (use 'memory')")
+        raise ConfigError(
+            "tickets.store", f"unsupported store {config.tickets.store!r} (use 'memory')"
+        )
     if config.tickets.token_file and config.tickets.token_plugin:
         raise ConfigError("tickets.token_file", "set either token_file or token_plugin, not both")
     if config.tickets.token_plugin and not config.tickets.token_source:

@@ -1,0 +1,33 @@
+# Two entry points do all set-up on a fresh Debian machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NPM_STAMP := static/node_modules/.installed
+
+.PHONY: demo test lint unit system-deps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+$(NPM_STAMP): static/package-lock.json
+	cd static && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+system-deps:
+	./scripts/system-deps.sh
+
+demo: $(STAMP) $(NPM_STAMP)
+	$(BIN)/console-proxy demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check proxy tests
+	$(BIN)/mypy
+
+test: system-deps $(STAMP) $(NPM_STAMP) lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) static/node_modules .pytest_cache .mypy_cache .ruff_cache

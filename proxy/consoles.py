@@ -1,0 +1,104 @@
+"""Minting and redeeming console tickets: the proxy's domain logic, free of HTTP."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from proxy.errors import ApiError
+from proxy.static_tokens import StaticTokens
+from proxy.targets import TargetPolicy
+from proxy.tickets import Ticket, TicketStore, TicketStoreFull, is_well_formed, new_token
+from proxy.zstack import ConsoleAddress, ZStackClient
+
+log = logging.getLogger(__name__)
+
+VM_UUID = re.compile(r"[0-9a-f]{32}")
+PROTOCOLS = ("vnc", "spice")
+
+
+def normalize_vm_uuid(value: object) -> str:
+    """ZStack UUIDs are 32 lowercase hex digits; accept the dashed form and any case too."""
+    if not isinstance(value, str):
+        raise ApiError(400, "REQUEST.INVALID_VM_UUID", "vmUuid must be a string.")
+    uuid = value.replace("-", "").lower()
+    if not VM_UUID.fullmatch(uuid):
+        raise ApiError(
+            400, "REQUEST.INVALID_VM_UUID", "vmUuid must be a VM UUID of 32 hexadecimal digits."
+        )
+    return uuid
+
+
+def choose_port(address: ConsoleAddress, requested: str | None) -> tuple[str, int]:
+    """Pick the protocol and port to dial from what ZStack says the VM offers."""
+    offered = ("vnc", "spice") if address.protocol == "vncAndSpice" else (address.protocol,)
+    protocol = requested or offered[0]
+    if protocol not in offered:
+        raise ApiError(
+            409,
+            "CONSOLE.PROTOCOL_UNAVAILABLE",
+            f"This VM offers a {address.protocol} console, not {protocol}.",
+        )
+    vdi = address.vdi
+    fallback = address.port if len(offered) == 1 or protocol == "vnc" else None
+    port = (vdi.vnc_port if protocol == "vnc" else vdi.spice_port) or fallback
+    if port is None:
+        raise ApiError(502, "ZSTACK.BAD_RESPONSE", f"ZStack gave no {protocol} port for this VM.")
+    return protocol, port
+
+
+class ConsoleService:
+    def __init__(
+        self,
+        zstack: ZStackClient,
+        store: TicketStore,
+        policy: TargetPolicy,
+        ttl: float,
+        static_tokens: StaticTokens | None = None,
+    ) -> None:
+        self.zstack = zstack
+        self.store = store
+        self.policy = policy
+        self.ttl = ttl
+        self.static_tokens = static_tokens
+
+    async def mint(
+        self, session_id: str, vm_uuid: str, protocol: str | None = None
+    ) -> tuple[str, Ticket]:
+        address = await self.zstack.get_console_address(session_id, vm_uuid)
+        protocol, port = choose_port(address, protocol)
+        if not self.policy.permits(address.host, port):
+            log.warning(
+                "refused console for VM %s: %s:%s outside [targets] allow",
+                vm_uuid,
+                address.host,
+                port,
+            )
+            raise ApiError(
+                403,
+                "TARGET.FORBIDDEN",
+                "The VM's console address is not in the networks this proxy may connect to.",
+                f"{address.host}:{port} is outside [targets] allow",
+            )
+        ticket = Ticket(vm_uuid, address.host, port, protocol, time.time() + self.ttl)
+        token = new_token()
+        try:
+            await self.store.put(token, ticket)
+        except TicketStoreFull:
+            raise ApiError(
+                503, "TICKETS.FULL", "Too many unused console tickets; try again soon."
+            ) from None
+        return token, ticket
+
+    async def redeem(self, token: str) -> Ticket | None:
+        """The ticket for ``token`` (used up if minted), or None when it admits nothing."""
+        if not is_well_formed(token):
+            return None
+        ticket = await self.store.redeem(token)
+        if ticket is None and self.static_tokens is not None:
+            target = await self.static_tokens.lookup(token)
+            if target is not None:
+                # Static targets are reusable, as in websockify; they carry no VM or protocol.
+                ticket = Ticket("", target[0], target[1], "raw", time.time() + 60.0)
+        return ticket

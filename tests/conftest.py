@@ -1,0 +1,101 @@
+"""Shared fixtures: real TCP targets on loopback, config building, system binaries."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.config import Config, load_config
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def require_binary(name: str, package: str) -> str:
+    """The binary's path; locally a missing one skips with advice, in CI it fails the test."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} not found: install it with 'apt-get install {package}'"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_config(**sections: dict[str, Any]) -> Config:
+    """A config for tests: loopback targets allowed, short timeouts, overrides per section."""
+    overrides: dict[str, Any] = {"targets.allow": ["127.0.0.0/8"], "zstack.timeout": 2.0}
+    for section, values in sections.items():
+        for key, value in values.items():
+            overrides[f"{section}.{key}"] = value
+    return load_config(env={}, overrides=overrides)
+
+
+class TcpTarget:
+    """A loopback TCP server standing in for a console port; counts who dialled it."""
+
+    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]):
+        self._handler = handler
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> TcpTarget:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self._handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.fixture
+async def tcp_target() -> AsyncIterator[Callable[..., Any]]:
+    started: list[TcpTarget] = []
+
+    async def start(handler: Callable[..., Any]) -> TcpTarget:
+        target = await TcpTarget(handler).start()
+        started.append(target)
+        return target
+
+    yield start
+    for target in started:
+        await target.close()
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+
+
+def write_token_file(path: Path, entries: dict[str, tuple[str, int]]) -> Path:
+    path.write_text("".join(f"{name}: {host}:{port}\n" for name, (host, port) in entries.items()))
+    return path
