@@ -195,12 +195,12 @@ def _coerce_number(key: str, hint: type[Any], value: Any) -> Any:
     if isinstance(value, bool):
         raise ConfigError(key, f"must be a number, got {value!r}")
     try:
-        number = hint(value) if isinstance(value, str) else value
+        number = float(value) if isinstance(value, str) else value
     except ValueError as exc:
         raise ConfigError(key, f"must be a number, got {value!r}") from exc
     if not isinstance(number, int | float):
         raise ConfigError(key, f"must be a number, got {value!r}")
-    if hint is int and (isinstance(number, float) and not number.is_integer()):
+    if hint is int and isinstance(number, float) and not number.is_integer():
         raise ConfigError(key, f"must be a whole number, got {value!r}")
     return hint(number)
 

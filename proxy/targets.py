@@ -45,7 +45,9 @@ def parse_rule(entry: str) -> TargetRule:
     text = entry.strip()
     ports = ""
     if text.startswith("["):
-        net, _, rest = text[1:].partition("]")
+        net, bracket, rest = text[1:].partition("]")
+        if not bracket:
+            raise ValueError(f"{entry!r}: missing ']'")
         ports = rest.removeprefix(":")
         if rest and not rest.startswith(":"):
             raise ValueError(f"{entry!r}: expected ':' after ']'")

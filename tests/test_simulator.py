@@ -236,7 +236,9 @@ async def test_foreign_authorization_type_is_plain_400(
         ("POST", f"/zstack/v1/vm-instances/{RUNNING}/console-addresses"),
     ],
 )
-async def test_unknown_path_is_plain_404(aiohttp_client: MakeClient, method: str, path: str) -> None:
+async def test_unknown_path_is_plain_404(
+    aiohttp_client: MakeClient, method: str, path: str
+) -> None:
     client = await simulator(aiohttp_client)
     resp = await client.request(method, path)
     await assert_plain(resp, 404, f"no api mapping to {path}")
@@ -441,7 +443,7 @@ def test_inventory_file_formats(tmp_path: Path, suffix: str) -> None:
 )
 def test_inventory_rejects_bad_vms(change: dict[str, Any], message: str) -> None:
     data = inventory_data()
-    data["vms"] = [vm(RUNNING, "one", **change)]
+    data["vms"] = [vm(RUNNING, "one") | change]
     with pytest.raises(InventoryError, match=message):
         Inventory.from_dict(data)
 

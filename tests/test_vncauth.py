@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-from proxy.vncauth import vnc_auth_response, vnc_des_key, verify_vnc_auth
+from proxy.vncauth import verify_vnc_auth, vnc_auth_response, vnc_des_key
 from tests.conftest import require_binary
 
 CHALLENGE = bytes((i * 17 + 3) & 0xFF for i in range(16))

@@ -47,6 +47,7 @@ let rfb = null;
 let socket = null;
 let session = null;             // what we learn about the current connection
 let ticketTimer = null;
+let awaitingTicket = false;
 let autoReconnects = 0;
 
 ui.scale.value = options.scale;
@@ -86,6 +87,8 @@ function websocketUrl() {
 
 function connect() {
     teardown();
+    clearTimeout(ticketTimer);
+    awaitingTicket = false;
     const ticket = token;
     token = '';     // a ticket opens one connection; the next one needs a fresh ticket
     session = { opened: false, closeEvent: null, rfbDone: false, securityReason: '', name: '',
@@ -122,11 +125,11 @@ function connect() {
     rfb.addEventListener('disconnect', () => onRfbDisconnect(current));
     rfb.addEventListener('desktopname', (e) => {
         current.name = e.detail.name;
-        if (session === current && document.body.dataset.state === 'connected') showConnected();
+        if (session === current && isConnected()) showConnected();
     });
     rfb.addEventListener('credentialsrequired', (e) => askCredentials(e.detail.types || []));
     rfb.addEventListener('securityfailure', (e) => {
-        current.securityReason = e.detail.reason || 'the console refused the login';
+        current.securityReason = (e.detail.reason || '').trim() || 'wrong password or user name';
     });
     rfb.addEventListener('clipboard', (e) => { ui.clipboardReceived.value = e.detail.text; });
     rfb.addEventListener('bell', () => {
@@ -233,25 +236,43 @@ function requestReconnect() {
         ticketUsed();
         return;
     }
-    setState('connecting', 'Asking the portal for a new console ticket…');
+    awaitingTicket = true;
+    // A working connection stays up until the new ticket arrives.
+    if (isConnected()) {
+        ui.statusText.textContent = 'Asking the portal for a new console ticket…';
+    } else {
+        setState('connecting', 'Asking the portal for a new console ticket…');
+    }
     tellPortal({ type: 'console-proxy:need-ticket' });
     ticketTimer = setTimeout(ticketUsed, TICKET_WAIT_MS);
 }
 
 function ticketUsed() {
     ticketTimer = null;
-    disconnected(document.body.dataset.closeCode ? Number(document.body.dataset.closeCode) : null,
+    if (isConnected()) {
+        showConnected();
+        ui.statusText.textContent += '. (No new ticket: to reconnect, open the console again '
+            + 'from the portal.)';
+        return;
+    }
+    const code = document.body.dataset.closeCode;
+    disconnected(code ? Number(code) : null,
         'This console ticket was already used. Open the console again from the portal.');
 }
 
+function isConnected() {
+    return document.body.dataset.state === 'connected';
+}
+
 function onPortalMessage(event) {
-    // Only the window that embedded or opened us may hand us a ticket.
-    if (!portal || event.source !== portal) return;
+    // Only the window that embedded or opened us may hand us a ticket, and only when asked.
+    if (!portal || event.source !== portal || !awaitingTicket) return;
     const data = event.data;
     if (!data || typeof data !== 'object' || data.type !== 'console-proxy:ticket') return;
     if (typeof data.token !== 'string' || !data.token) return;
     clearTimeout(ticketTimer);
     ticketTimer = null;
+    awaitingTicket = false;
     token = data.token;
     connect();
 }
@@ -274,7 +295,7 @@ function wireToolbar() {
     });
     ui.clipboardForm.addEventListener('submit', (e) => {
         e.preventDefault();
-        if (!rfb || document.body.dataset.state !== 'connected') return;
+        if (!rfb || !isConnected()) return;
         rfb.clipboardPasteFrom(ui.clipboardSend.value);
         rfb.focus({ preventScroll: true });
     });
@@ -299,7 +320,7 @@ function wireToolbar() {
     // Inside an iframe the page only gets keys once it has focus: a click on the console
     // area (not only on the canvas) hands the keyboard to the VM.
     ui.screen.addEventListener('mousedown', () => {
-        if (rfb && ui.credentials.hidden && document.body.dataset.state === 'connected') {
+        if (rfb && ui.credentials.hidden && isConnected()) {
             rfb.focus({ preventScroll: true });
         }
     });

@@ -1,0 +1,82 @@
+"""``console-proxy demo``: simulated ZStack, demo VNC servers and the proxy, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy.accesslog import RedactingAccessLogger
+from proxy.app import create_app
+from proxy.config import load_config, parse_listen
+from proxy.demo.portal import add_demo_routes
+from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
+from proxy.demo.vncserver import DemoVncServer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INVENTORY = Path(__file__).with_name("inventory.toml")
+
+
+def run_demo(listen: str) -> int:
+    asyncio.run(serve_demo(listen))
+    return 0
+
+
+async def start_vnc_servers(inventory: Inventory) -> tuple[Inventory, list[DemoVncServer]]:
+    servers: dict[str, DemoVncServer] = {}
+    for vm in inventory.vms:
+        if vm.protocol != "spice":
+            servers[vm.name] = DemoVncServer(password=vm.console_password, name=vm.name)
+    for server in servers.values():
+        await server.start()
+    ports = {name: server.port for name, server in servers.items()}
+    return inventory.with_ports(ports), list(servers.values())
+
+
+async def serve_demo(listen: str) -> None:
+    inventory, vnc_servers = await start_vnc_servers(load_inventory(DEFAULT_INVENTORY))
+    simulator = web.AppRunner(create_simulator_app(inventory), access_log=None)
+    await simulator.setup()
+    sim_site = web.TCPSite(simulator, "127.0.0.1", 0)
+    await sim_site.start()
+    sim_port = simulator.addresses[0][1]
+    simulator_url = f"http://127.0.0.1:{sim_port}/zstack"
+    config = load_config(
+        env=os.environ,
+        overrides={
+            "server.listen": listen,
+            "zstack.url": simulator_url,
+            "targets.allow": ["127.0.0.0/8"],
+        },
+    )
+    app = create_app(config)
+    add_demo_routes(app, inventory, simulator_url)
+    runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
+    await runner.setup()
+    host, port = parse_listen(config.server.listen)
+    await web.TCPSite(runner, host, port).start()
+    url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    print(f"\nDemo console proxy ready: open http://{url_host}:{runner.addresses[0][1]}/\n"
+          "(simulated ZStack, demo VNC servers; Ctrl-C stops)", flush=True)
+    try:
+        await wait_for_signal()
+    finally:
+        await runner.cleanup()
+        await simulator.cleanup()
+        for server in vnc_servers:
+            await server.close()
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
