@@ -60,7 +60,9 @@ class Stack:
                 "password": hashlib.sha512(password.encode()).hexdigest(),
             }
         }
-        async with self.http.put(self.simulator.make_url("/zstack/v1/accounts/login"), json=body) as r:
+        async with self.http.put(
+            self.simulator.make_url("/zstack/v1/accounts/login"), json=body
+        ) as r:
             assert r.status == 200
             return str((await r.json())["inventory"]["uuid"])
 

@@ -62,8 +62,11 @@ async def serve_demo(listen: str) -> None:
     host, port = parse_listen(config.server.listen)
     await web.TCPSite(runner, host, port).start()
     url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    print(f"\nDemo console proxy ready: open http://{url_host}:{runner.addresses[0][1]}/\n"
-          "(simulated ZStack, demo VNC servers; Ctrl-C stops)", flush=True)
+    print(
+        f"\nDemo console proxy ready: open http://{url_host}:{runner.addresses[0][1]}/\n"
+        "(simulated ZStack, demo VNC servers; Ctrl-C stops)",
+        flush=True,
+    )
     try:
         await wait_for_signal()
     finally:

@@ -33,6 +33,7 @@ SPICE_ATTEMPTS = 5
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 QMP_TIMEOUT = 5.0
+MAX_EVENTS = 10_000
 
 
 class QemuError(Exception):
@@ -46,6 +47,8 @@ class QmpClient:
         self._reader = reader
         self._writer = writer
         self._lock = asyncio.Lock()
+        # Events QEMU sent while we waited for answers (VNC_CONNECTED, ...), oldest first.
+        self.events: list[dict[str, Any]] = []
 
     @classmethod
     async def connect(cls, path: str | Path, timeout: float = QMP_TIMEOUT) -> QmpClient:
@@ -76,6 +79,8 @@ class QmpClient:
             while True:
                 message = await self._read_message(max(0.0, deadline - time.monotonic()))
                 if "event" in message:
+                    if len(self.events) < MAX_EVENTS:
+                        self.events.append(message)
                     continue
                 if "error" in message:
                     error = message["error"]
@@ -251,6 +256,46 @@ class QemuVm:
         """The VNC clients QEMU has accepted and not yet dropped."""
         clients: list[dict[str, Any]] = (await self.qmp.query_vnc()).get("clients", [])
         return clients
+
+    async def vnc_connections(self) -> int:
+        """How many VNC connections QEMU has accepted since it started.
+
+        QEMU emits VNC_CONNECTED on its single main loop when it accepts, so every connection
+        accepted before this call's query has been reported by the time the answer arrives.
+        """
+        await self.qmp.query_vnc()
+        return sum(event["event"] == "VNC_CONNECTED" for event in self.qmp.events)
+
+    async def screen(self) -> tuple[int, int, bytes]:
+        """The guest's screen now, as (width, height, RGB bytes), via QMP ``screendump``."""
+        assert self._dir is not None
+        path = self._dir / "screen.ppm"
+        await self.qmp.execute("screendump", {"filename": str(path)})
+        magic, size, depth, pixels = path.read_bytes().split(b"\n", 3)
+        if magic != b"P6" or depth != b"255":
+            raise QemuError(f"unexpected screendump header {magic!r} {depth!r}")
+        width, height = (int(n) for n in size.split())
+        return width, height, pixels
+
+    async def wait_for_screen(self, width: int, height: int, timeout: float = 10.0) -> None:
+        """Wait until the guest shows a non-blank screen of this size.
+
+        A fresh VM first shows a 640x480 "not initialized" screen; SeaBIOS switches to 720x400
+        text mode ~0.3 s later. A VNC client connecting in between is told 640x480.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            got_width, got_height, pixels = await self.screen()
+            # n non-overlapping copies of one pixel fill n pixels only when all pixels are equal
+            uniform = pixels.count(pixels[:3]) * 3 == len(pixels)
+            if (got_width, got_height) == (width, height) and not uniform:
+                return
+            if time.monotonic() > deadline:
+                raise QemuError(
+                    f"screen is {got_width}x{got_height}, not {width}x{height}, "
+                    f"after {timeout:g} s"
+                )
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         """Stop QEMU (terminate, then kill) and remove its directory; safe to call twice."""
