@@ -206,7 +206,6 @@ function setState(state, text, code = null, reason = '') {
     const connected = state === 'connected';
     ui.cad.disabled = !connected || options.viewOnly;
     ui.clipboardSendButton.disabled = !connected || options.viewOnly;
-    ui.reconnect.disabled = state === 'connecting';
     ui.overlay.hidden = state !== 'disconnected';
     ui.overlayText.textContent = text;
     tellPortal({ type: 'console-proxy:status', state, code, reason });

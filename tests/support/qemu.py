@@ -242,12 +242,22 @@ class QemuVm:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._process.wait(), 0.02)
         try:
-            self._qmp = await QmpClient.connect(socket_path, max(0.5, deadline - time.monotonic()))
+            self._qmp = await self._connect_qmp(socket_path, deadline)
             vnc = await self._qmp.query_vnc()
             self.vnc_port = int(vnc["service"])
         except (QemuError, OSError, TimeoutError, KeyError, ValueError) as exc:
             await self.stop()
             raise QemuError(f"QEMU started but QMP failed: {exc!r}") from exc
+
+    async def _connect_qmp(self, socket_path: Path, deadline: float) -> QmpClient:
+        # The socket file appears at bind(), a moment before QEMU listens on it.
+        while True:
+            try:
+                return await QmpClient.connect(socket_path, max(0.5, deadline - time.monotonic()))
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.01)
 
     async def set_password(self, password: str, protocol: str = "vnc") -> None:
         await self.qmp.set_password(protocol, password)
@@ -292,8 +302,7 @@ class QemuVm:
                 return
             if time.monotonic() > deadline:
                 raise QemuError(
-                    f"screen is {got_width}x{got_height}, not {width}x{height}, "
-                    f"after {timeout:g} s"
+                    f"screen is {got_width}x{got_height}, not {width}x{height}, after {timeout:g} s"
                 )
             await asyncio.sleep(0.05)
 

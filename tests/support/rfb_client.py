@@ -160,9 +160,10 @@ class Rectangle:
     encoding: int
     pixels: bytes  # Raw pixels, row by row, in the server's pixel format
 
-    def distinct_pixels(self, bytes_per_pixel: int) -> int:
+    def colours(self, bytes_per_pixel: int) -> set[bytes]:
+        """The distinct pixel values in this rectangle."""
         step = bytes_per_pixel
-        return len({self.pixels[i : i + step] for i in range(0, len(self.pixels), step)})
+        return {self.pixels[i : i + step] for i in range(0, len(self.pixels), step)}
 
 
 class RfbClient:
@@ -232,22 +233,23 @@ class RfbClient:
         self.server_init = ServerInit(width, height, pixel_format, name)
         return self.server_init
 
-    async def handshake(self, password: str | None = None, shared: bool = True) -> ServerInit:
-        """The whole handshake to ServerInit, with None security or VNC Authentication."""
-        await self.exchange_versions()
-        offered = await self.read_security_types()
-        if password is None:
-            if SECURITY_NONE not in offered:
-                raise RfbError(f"security type None not offered (offered {offered})")
-            await self.choose_security(SECURITY_NONE)
-        else:
-            if SECURITY_VNC_AUTH not in offered:
-                raise RfbError(f"VNC Authentication not offered (offered {offered})")
-            await self.choose_security(SECURITY_VNC_AUTH)
+    async def authenticate(self, password: str | None = None) -> None:
+        """After the offer: choose None (no password) or VNC Authentication, check the result."""
+        wanted = SECURITY_NONE if password is None else SECURITY_VNC_AUTH
+        if wanted not in self.security_types:
+            raise RfbError(f"security type {wanted} not offered (offered {self.security_types})")
+        await self.choose_security(wanted)
+        if password is not None:
             await self.answer_vnc_challenge(password)
         ok, reason = await self.read_security_result()
         if not ok:
             raise RfbError(f"security handshake failed: {reason}")
+
+    async def handshake(self, password: str | None = None, shared: bool = True) -> ServerInit:
+        """The whole handshake to ServerInit, with None security or VNC Authentication."""
+        await self.exchange_versions()
+        await self.read_security_types()
+        await self.authenticate(password)
         return await self.client_init(shared)
 
     # --- normal protocol (RFC 6143 §7.5, §7.6) --------------------------------------------

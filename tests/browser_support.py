@@ -1,0 +1,269 @@
+"""Helpers for the real-browser tests: Debian's Chromium driven by Playwright, a console stack
+(ZStack simulator + proxy + VNC servers) and a stand-in portal on a second origin.
+
+Playwright never downloads a browser here: it drives ``/usr/bin/chromium`` (``apt-get install
+chromium``). Its async API runs inside pytest-aiohttp's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, ConsoleMessage, Frame, Page, async_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # we run as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # Without these Chromium keeps trying to reach the internet from a machine that cannot.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1024, "height": 700}
+CONNECT_TIMEOUT_MS = 15_000
+
+
+def require_chromium() -> str:
+    """Chromium's path; locally a missing one skips with advice, under CI it fails."""
+    if os.access(CHROMIUM, os.X_OK):
+        return CHROMIUM
+    message = f"{CHROMIUM} not found: install it with 'apt-get install chromium'"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """A headless Chromium with a fresh, throw-away profile (Playwright's default)."""
+    executable = require_chromium()
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+class PageProblems:
+    """Collects what must never happen on our pages: script errors and CSP violations."""
+
+    def __init__(self, page: Page) -> None:
+        self.errors: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        text = message.text
+        if "Content Security Policy" in text or "Refused to" in text:
+            self.errors.append(f"CSP: {text}")
+
+    def check(self) -> None:
+        assert not self.errors, "\n".join(self.errors)
+
+
+# --- the console page, seen from a test -------------------------------------------------------
+
+CANVAS_STATS_JS = """
+(rect) => {
+    const canvas = document.querySelector('#screen canvas');
+    if (!canvas || !canvas.width || !canvas.height) return null;
+    const r = rect || {x: 0, y: 0, w: canvas.width, h: canvas.height};
+    const data = canvas.getContext('2d').getImageData(r.x, r.y, r.w, r.h).data;
+    const colours = new Set();
+    let hash = 0;
+    for (let i = 0; i < data.length; i += 4) {
+        const rgb = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2];
+        if (colours.size < 4096) colours.add(rgb);
+        hash = (Math.imul(hash, 31) + rgb) | 0;
+    }
+    return {width: canvas.width, height: canvas.height, colours: colours.size, hash: hash};
+}
+"""
+
+
+@dataclass(frozen=True)
+class CanvasStats:
+    width: int
+    height: int
+    colours: int
+    hash: int
+
+
+async def canvas_stats(frame: Page | Frame, rect: tuple[int, int, int, int] | None = None) -> (
+    CanvasStats | None
+):
+    """Size, number of distinct colours and a hash of the console canvas (or a part of it)."""
+    arg = None if rect is None else dict(zip("xywh", rect, strict=True))
+    found = await frame.evaluate(CANVAS_STATS_JS, arg)
+    return None if found is None else CanvasStats(**found)
+
+
+async def wait_state(frame: Page | Frame, state: str, timeout_ms: int = CONNECT_TIMEOUT_MS) -> None:
+    """Wait for the page's ``data-state`` (connecting, connected, disconnected)."""
+    await frame.locator(f"body[data-state={state}]").wait_for(state="attached", timeout=timeout_ms)
+
+
+async def wait_drawn(frame: Page | Frame, timeout: float = 10.0) -> CanvasStats:
+    """Wait until the canvas shows more than one colour: the console has been drawn."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = await canvas_stats(frame)
+        if stats is not None and stats.colours > 1:
+            return stats
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the console canvas stayed blank: {stats}")
+        await asyncio.sleep(0.2)
+
+
+async def wait_changed(
+    frame: Page | Frame, rect: tuple[int, int, int, int], before: CanvasStats, timeout: float = 5.0
+) -> CanvasStats:
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = await canvas_stats(frame, rect)
+        if stats is not None and stats.hash != before.hash:
+            return stats
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the console region {rect} did not change")
+        await asyncio.sleep(0.1)
+
+
+async def status_text(frame: Page | Frame) -> str:
+    return (await frame.locator("#status-text").text_content() or "").strip()
+
+
+async def close_code(frame: Page | Frame) -> str | None:
+    code = await frame.evaluate("document.body.dataset.closeCode ?? null")
+    return None if code is None else str(code)
+
+
+# --- the console stack: simulator + proxy ---------------------------------------------------
+
+
+def sha512_hex(text: str) -> str:
+    return hashlib.sha512(text.encode()).hexdigest()
+
+
+@dataclass
+class ConsoleStack:
+    """A running proxy and the ZStack simulator behind it, with a client to play the portal."""
+
+    proxy: TestServer
+    simulator: TestServer | None
+    http: aiohttp.ClientSession = field(default_factory=aiohttp.ClientSession)
+
+    @property
+    def proxy_origin(self) -> str:
+        return str(self.proxy.make_url("/").origin())
+
+    def url(self, path: str) -> str:
+        return str(self.proxy.make_url(path))
+
+    async def login(self, name: str = "admin", password: str = "password") -> str:
+        assert self.simulator is not None
+        body = {"logInByAccount": {"accountName": name, "password": sha512_hex(password)}}
+        url = self.simulator.make_url("/zstack/v1/accounts/login")
+        async with self.http.put(url, json=body) as answer:
+            assert answer.status == 200, await answer.text()
+            return str((await answer.json())["inventory"]["uuid"])
+
+    async def mint(self, vm_uuid: str, session: str | None = None) -> dict[str, Any]:
+        """Mint a console ticket through the proxy's real API, as a portal does."""
+        session = session or await self.login()
+        async with self.http.post(
+            self.proxy.make_url("/api/v1/consoles"),
+            json={"vmUuid": vm_uuid},
+            headers={"Authorization": f"OAuth {session}"},
+        ) as answer:
+            body = await answer.json()
+            assert answer.status == 201, body
+            return dict(body)
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+# --- a portal on another origin, embedding the console in an iframe ---------------------------
+
+PORTAL_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Test portal</title></head>
+<body>
+<h1>Test portal</h1>
+<iframe id="console" src="%(src)s" width="900" height="600" allow="fullscreen"></iframe>
+<script>
+// What a portal adds to embed the console: answer the page's ticket requests.
+window.statuses = [];
+window.ticketRequests = 0;
+const frame = document.getElementById('console');
+const proxyOrigin = new URL(frame.src).origin;
+const answer = %(answer)s;
+window.addEventListener('message', async (event) => {
+    if (event.source !== frame.contentWindow || event.origin !== proxyOrigin) return;
+    const data = event.data || {};
+    if (data.type === 'console-proxy:status') window.statuses.push(data);
+    if (data.type === 'console-proxy:need-ticket') {
+        window.ticketRequests += 1;
+        if (!answer) return;
+        const reply = await fetch('mint', {method: 'POST'});
+        const ticket = await reply.json();
+        event.source.postMessage({type: 'console-proxy:ticket', token: ticket.token}, proxyOrigin);
+    }
+});
+</script>
+</body></html>
+"""
+
+PORTAL_STACK = web.AppKey("portal_stack", ConsoleStack)
+PORTAL_VM = web.AppKey("portal_vm", str)
+
+
+def create_portal_app(stack: ConsoleStack, vm_uuid: str) -> web.Application:
+    """A portal backend: it mints tickets server-side and embeds ``consoleUrl`` in an iframe.
+
+    ``GET /?answer=0`` serves a portal that ignores the console's ticket requests.
+    """
+    app = web.Application()
+    app[PORTAL_STACK] = stack
+    app[PORTAL_VM] = vm_uuid
+    app.router.add_get("/", _portal_page)
+    app.router.add_post("/mint", _portal_mint)
+    return app
+
+
+async def _portal_page(request: web.Request) -> web.Response:
+    ticket = await request.app[PORTAL_STACK].mint(request.app[PORTAL_VM])
+    answer = "false" if request.query.get("answer") == "0" else "true"
+    src = json.dumps(ticket["consoleUrl"])[1:-1]
+    return web.Response(text=PORTAL_PAGE % {"src": src, "answer": answer}, content_type="text/html")
+
+
+async def _portal_mint(request: web.Request) -> web.Response:
+    ticket = await request.app[PORTAL_STACK].mint(request.app[PORTAL_VM])
+    return web.json_response({"token": ticket["token"]})
+
+
+async def console_frame(page: Page, selector: str = "iframe") -> Frame:
+    """The Frame of an iframe on ``page``, once it exists."""
+    handle = await page.wait_for_selector(selector, state="attached")
+    assert handle is not None
+    frame = await handle.content_frame()
+    assert frame is not None
+    return frame
