@@ -29,5 +29,11 @@ lint: $(STAMP)
 test: system-deps $(STAMP) $(NPM_STAMP) lint
 	$(BIN)/pytest
 
+# `make bench BENCH_ARGS=--quick` for one short run. websockify gets its own venv (it pulls numpy).
+bench: $(STAMP)
+	test -x bench/.venv-websockify/bin/websockify || { $(PYTHON) -m venv bench/.venv-websockify \
+		&& bench/.venv-websockify/bin/pip install -q --disable-pip-version-check websockify==0.13.0; }
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) static/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import aiohttp_jinja2
 import jinja2
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from proxy import views
+from proxy.audit import AuditLog
 from proxy.closecodes import Close
 from proxy.config import Config
 from proxy.consoles import ConsoleService
 from proxy.errors import ApiError
-from proxy.keys import CONFIG, CONSOLES, OPEN_SOCKETS, ZSTACK
+from proxy.forwarded import forwarded_middleware
+from proxy.keys import AUDIT, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY, ZSTACK
+from proxy.limits import RateLimiter
+from proxy.metrics import Metrics
+from proxy.registry import ConsoleRegistry
 from proxy.static_tokens import StaticTokens
 from proxy.targets import TargetPolicy
 from proxy.tickets import MemoryTicketStore
+from proxy.websocket import websockify
 from proxy.zstack import ZStackClient
 
 log = logging.getLogger(__name__)
@@ -39,26 +44,36 @@ def assets_dir(config: Config) -> Path:
 
 
 def create_app(config: Config) -> web.Application:
-    # Outermost first: security headers also go on the JSON errors made below them.
-    app = web.Application(
-        middlewares=[security_headers, error_middleware], client_max_size=64 * 1024
-    )
+    # Outermost first: forwarded headers are applied before anything reads the request, and
+    # security headers also go on the JSON errors made below them.
+    middlewares = [
+        forwarded_middleware(config.server.trusted_proxies),
+        security_headers,
+        error_middleware,
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[CONFIG] = config
-    app[OPEN_SOCKETS] = weakref.WeakSet()
+    app[REGISTRY] = ConsoleRegistry()
+    app[METRICS] = Metrics()
+    app[AUDIT] = AuditLog(config.audit.sink)
+    app[RATE_LIMITER] = RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst)
     root = assets_dir(config)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(root / "templates"), autoescape=True)
     app.cleanup_ctx.append(zstack_client)
-    app.on_shutdown.append(close_open_sockets)
+    app.on_shutdown.append(close_consoles)
+    app.on_cleanup.append(close_audit)
     add_routes(app, config.server.base_path, root)
     return app
 
 
 def add_routes(app: web.Application, base: str, root: Path) -> None:
     app.router.add_post(f"{base}/api/v1/consoles", views.mint_console)
-    app.router.add_get(f"{base}/websockify", views.websockify)
+    app.router.add_get(f"{base}/websockify", websockify)
     app.router.add_get(f"{base}/console/vnc", views.vnc_page)
     app.router.add_get(f"{base}/healthz", views.healthz)
     app.router.add_get(f"{base}/readyz", views.readyz)
+    app.router.add_get(f"{base}/metrics", views.metrics)
+    app.router.add_post(f"{base}/api/v1/admin/vms/{{uuid}}/close-consoles", views.revoke_vm)
     novnc = root / "static" / "node_modules" / "@novnc" / "novnc"
     if novnc.is_dir():
         app.router.add_static(f"{base}/static/novnc", novnc)
@@ -75,6 +90,7 @@ async def zstack_client(app: web.Application) -> AsyncIterator[None]:
             TargetPolicy.parse(config.targets.allow),
             config.tickets.ttl,
             static_tokens(config),
+            app[METRICS],
         )
         yield
         await app[CONSOLES].store.close()
@@ -89,10 +105,13 @@ def static_tokens(config: Config) -> StaticTokens | None:
     return None
 
 
-async def close_open_sockets(app: web.Application) -> None:
-    sockets = app[OPEN_SOCKETS]
-    for ws in list(sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=Close.GOING_AWAY.reason.encode())
+async def close_consoles(app: web.Application) -> None:
+    """Last resort when cleanup runs without a drain (see proxy.server): close at once."""
+    await app[REGISTRY].drain(0, Close.GOING_AWAY)
+
+
+async def close_audit(app: web.Application) -> None:
+    app[AUDIT].close()
 
 
 @web.middleware

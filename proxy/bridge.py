@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -62,16 +63,26 @@ class Bridge:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         limits: BridgeLimits,
+        is_input: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.ws = ws
         self.reader = reader
         self.writer = writer
         self.limits = limits
+        # Says whether browser bytes held user input; None counts every byte (raw consoles).
+        self.is_input = is_input
         self.stats = BridgeStats(started=time.monotonic())
         self._host_done: Close | None = None
 
-    async def run(self) -> Close:
-        """Pump until either side ends or a limit is reached; return why it ended."""
+    async def run(self, to_host: bytes = b"", to_browser: bytes = b"") -> Close:
+        """Pump until either side ends or a limit is reached; return why it ended.
+
+        ``to_host``/``to_browser`` are bytes a handshake already read from the other side.
+        """
+        if to_host:
+            self.writer.write(to_host)
+        if to_browser:
+            await self.ws.send_bytes(to_browser)
         downstream = asyncio.create_task(self._host_to_browser())
         try:
             reason = await self._browser_to_host()
@@ -95,7 +106,8 @@ class Bridge:
             except TimeoutError:
                 return Close.SESSION_LIMIT if time.monotonic() >= session_ends else Close.IDLE
             if msg.type is WSMsgType.BINARY:
-                last_input = time.monotonic()
+                if self.is_input is None or self.is_input(msg.data):
+                    last_input = time.monotonic()
                 self.stats.bytes_to_host += len(msg.data)
                 self.writer.write(msg.data)
                 try:

@@ -10,11 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from aiohttp import web
-
-from proxy.accesslog import RedactingAccessLogger
-from proxy.app import create_app
-from proxy.config import Config, ConfigError, load_config, parse_listen
+from proxy.config import Config, ConfigError, load_config
+from proxy.server import run_server
 
 log = logging.getLogger("proxy")
 
@@ -62,14 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(config: Config) -> None:
-    host, port = parse_listen(config.server.listen)
-    web.run_app(
-        create_app(config),
-        host=host,
-        port=port,
-        access_log_class=RedactingAccessLogger,
-        print=lambda text: log.info("%s", text.strip()),
-    )
+    asyncio.run(run_server(config))
 
 
 def install_uvloop() -> None:

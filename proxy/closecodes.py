@@ -23,10 +23,13 @@ class Close(enum.Enum):
     IDLE = (4408, "closed after a period without input (idle)")
     SESSION_LIMIT = (4409, "maximum console session length reached")
     TOO_MANY = (4429, "too many open consoles; try again later")
+    TOO_MANY_FOR_VM = (4429, "too many consoles are open for this VM")
+    RATE_LIMITED = (4429, "too many requests from your address; try again in a minute")
     HOST_UNREACHABLE = (4502, "could not connect to the VM's console: host unreachable")
     HOST_TIMEOUT = (4504, "timed out connecting to the VM's console")
     AUTH_FAILED = (4511, "console password rejected by the hypervisor")
     HOST_PROTOCOL = (4512, "the VM's console spoke an unexpected protocol")
+    PASSWORD_UNKNOWN = (4513, "the VM's console asks for a password that ZStack did not provide")
     REVOKED = (4410, "console closed by an administrator")
 
     @property

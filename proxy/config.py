@@ -36,6 +36,10 @@ class ServerConfig:
     frame_ancestors: tuple[str, ...] = ("'self'",)
     # Where the console pages and the npm packages are served from; empty means the repository.
     assets_dir: str = ""
+    # On SIGTERM: stop accepting, let open consoles run this long, then close them (1001).
+    drain_timeout: float = 30.0
+    # Bearer token for the admin endpoints (revocation); empty disables them.
+    admin_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,19 @@ class LimitsConfig:
     idle_timeout: float = 900.0
     max_session: float = 8 * 3600.0
     max_connections: int = 1000
+    max_per_vm: int = 8
+    # Per client IP, mints and WebSocket upgrades together: sustained rate and burst.
+    rate_per_minute: float = 120.0
+    rate_burst: int = 30
     connect_timeout: float = 5.0
     handshake_timeout: float = 10.0
     max_frame_size: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    # "stderr", "file:/path/to/audit.jsonl", or "" for none.
+    sink: str = "stderr"
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,7 @@ class Config:
     tickets: TicketsConfig = field(default_factory=TicketsConfig)
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
 
 SECTIONS: dict[str, type[Any]] = get_type_hints(Config)
@@ -238,6 +253,14 @@ def validate(config: Config) -> None:
     for name in ("idle_timeout", "max_session", "connect_timeout", "handshake_timeout"):
         _positive(f"limits.{name}", getattr(config.limits, name))
     _positive("limits.max_connections", config.limits.max_connections)
+    _positive("limits.max_per_vm", config.limits.max_per_vm)
+    _positive("limits.rate_per_minute", config.limits.rate_per_minute)
+    _positive("limits.rate_burst", config.limits.rate_burst)
+    if config.server.drain_timeout < 0:
+        raise ConfigError("server.drain_timeout", "must be 0 or more seconds")
+    sink = config.audit.sink
+    if sink not in ("", "stderr") and not (sink.startswith("file:") and len(sink) > 5):
+        raise ConfigError("audit.sink", f"must be 'stderr', 'file:/path' or '', got {sink!r}")
     if config.limits.max_frame_size < 4096:
         raise ConfigError("limits.max_frame_size", "must be at least 4096 bytes")
     from proxy.targets import TargetPolicy  # late import: targets parses its own syntax

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import weakref
-
 from aiohttp import web
 
+from proxy.audit import AuditLog
 from proxy.config import Config
 from proxy.consoles import ConsoleService
+from proxy.limits import RateLimiter
+from proxy.metrics import Metrics
+from proxy.registry import ConsoleRegistry
 from proxy.zstack import ZStackClient
 
 CONFIG = web.AppKey("config", Config)
 ZSTACK = web.AppKey("zstack", ZStackClient)
 CONSOLES = web.AppKey("consoles", ConsoleService)
-OPEN_SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("open_sockets")
+REGISTRY = web.AppKey("registry", ConsoleRegistry)
+METRICS = web.AppKey("metrics", Metrics)
+AUDIT = web.AppKey("audit", AuditLog)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import hdrs, web
 
-from proxy.bridge import Bridge, BridgeLimits, connect_host
 from proxy.closecodes import Close
 from proxy.consoles import PROTOCOLS, normalize_vm_uuid
 from proxy.errors import ApiError
-from proxy.keys import CONFIG, CONSOLES, OPEN_SOCKETS, ZSTACK
+from proxy.keys import CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY, ZSTACK
 from proxy.zstack import ZStackError
 
 log = logging.getLogger(__name__)
-
-TOKEN_PROTOCOL_PREFIX = "token."
 
 
 def session_from(request: web.Request) -> str:
@@ -51,6 +48,11 @@ def base_url(request: web.Request) -> str:
 
 
 async def mint_console(request: web.Request) -> web.Response:
+    if not request.app[RATE_LIMITER].allow(request.remote or ""):
+        request.app[METRICS].rejected.labels("rate").inc()
+        raise ApiError(
+            429, "LIMIT.RATE", "Too many console requests from your address; try again shortly."
+        )
     session = session_from(request)
     body = await json_body(request)
     vm_uuid = normalize_vm_uuid(body.get("vmUuid"))
@@ -60,6 +62,7 @@ async def mint_console(request: web.Request) -> web.Response:
     try:
         token, ticket = await request.app[CONSOLES].mint(session, vm_uuid, protocol)
     except ZStackError as exc:
+        request.app[METRICS].zstack_errors.labels(exc.code).inc()
         raise ApiError(exc.status, exc.code, exc.description, exc.details) from None
     expires = datetime.fromtimestamp(ticket.expires_at, UTC).isoformat(timespec="seconds")
     answer = {
@@ -68,6 +71,7 @@ async def mint_console(request: web.Request) -> web.Response:
         "protocol": ticket.protocol,
         "expiresAt": expires.replace("+00:00", "Z"),
     }
+    request.app[METRICS].mints.labels(ticket.protocol).inc()
     log.info("minted %s console for VM %s", ticket.protocol, vm_uuid)
     return web.json_response(answer, status=201)
 
@@ -77,94 +81,33 @@ async def vnc_page(request: web.Request) -> dict[str, Any]:
     return {"page_title": "VM console"}
 
 
-def token_from(request: web.Request) -> str:
-    """The ticket from ``?token=`` or from a ``token.<T>`` WebSocket subprotocol."""
-    if token := request.query.get("token", ""):
-        return token
-    offered = request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "")
-    for proto in (p.strip() for p in offered.split(",")):
-        if proto.startswith(TOKEN_PROTOCOL_PREFIX):
-            return proto[len(TOKEN_PROTOCOL_PREFIX) :]
-    return ""
-
-
-def origin_allowed(request: web.Request) -> bool:
-    origin = request.headers.get(hdrs.ORIGIN)
-    if origin is None:
-        # Only browsers send Origin, and only browsers can be tricked into cross-site requests.
-        return True
-    own = f"{request.scheme}://{request.host}"
-    return origin == own or origin in request.app[CONFIG].server.allowed_origins
-
-
-async def websockify(request: web.Request) -> web.StreamResponse:
-    # Checked before the upgrade: a page on another site must not borrow the user's ticket.
-    if not origin_allowed(request):
-        log.warning("refused WebSocket from origin %s", request.headers.get(hdrs.ORIGIN))
-        raise ApiError(403, "ORIGIN.FORBIDDEN", "This page's origin may not open consoles here.")
-    config = request.app[CONFIG]
-    ws = web.WebSocketResponse(
-        protocols=("binary",),
-        compress=False,  # console payloads are already compressed; deflate costs 30x throughput
-        max_msg_size=config.limits.max_frame_size,
-        heartbeat=30.0,
-        timeout=5.0,
-    )
-    if not ws.can_prepare(request).ok:
-        raise ApiError(
-            400, "REQUEST.NOT_WEBSOCKET", "This endpoint only accepts WebSocket upgrades."
-        )
-    await ws.prepare(request)
-    sockets = request.app[OPEN_SOCKETS]
-    sockets.add(ws)
-    try:
-        reason = await _serve_console(request, ws, len(sockets))
-    finally:
-        sockets.discard(ws)
-    if not ws.closed:
-        await ws.close(code=reason.code, message=reason.reason.encode())
-    return ws
-
-
-async def _serve_console(request: web.Request, ws: web.WebSocketResponse, open_count: int) -> Close:
-    config = request.app[CONFIG]
-    if open_count > config.limits.max_connections:
-        return Close.TOO_MANY
-    consoles = request.app[CONSOLES]
-    ticket = await consoles.redeem(token_from(request))
-    if ticket is None:
-        return Close.TICKET_INVALID
-    if not consoles.policy.permits(ticket.host, ticket.port):
-        log.warning(
-            "refused console target %s:%s: outside [targets] allow", ticket.host, ticket.port
-        )
-        return Close.TARGET_REFUSED
-    started = time.monotonic()
-    connected = await connect_host(ticket.host, ticket.port, config.limits.connect_timeout)
-    if isinstance(connected, Close):
-        return connected
-    limits = BridgeLimits(config.limits.idle_timeout, config.limits.max_session)
-    bridge = Bridge(ws, *connected, limits)
-    log.info(
-        "console open: VM %s via %s:%s (%.1f ms)",
-        ticket.vm_uuid or "-",
-        ticket.host,
-        ticket.port,
-        (time.monotonic() - started) * 1000,
-    )
-    reason = await bridge.run()
-    log.info(
-        "console closed: VM %s, %s, %d bytes to host, %d to browser",
-        ticket.vm_uuid or "-",
-        reason.name.lower(),
-        bridge.stats.bytes_to_host,
-        bridge.stats.bytes_to_browser,
-    )
-    return reason
-
-
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS].exposition()
+    response = web.Response(body=body)
+    response.headers[hdrs.CONTENT_TYPE] = content_type
+    return response
+
+
+def require_admin(request: web.Request) -> None:
+    expected = request.app[CONFIG].server.admin_token
+    scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    if not expected:
+        raise ApiError(404, "ADMIN.DISABLED", "Admin endpoints are off (set server.admin_token).")
+    if scheme != "Bearer" or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(401, "ADMIN.UNAUTHORIZED", "Send 'Authorization: Bearer <admin token>'.")
+
+
+async def revoke_vm(request: web.Request) -> web.Response:
+    """Close every live console of a VM (e.g. on migration or stop)."""
+    require_admin(request)
+    vm_uuid = normalize_vm_uuid(request.match_info["uuid"])
+    closed = await request.app[REGISTRY].close_vm(vm_uuid, Close.REVOKED)
+    log.info("revoked %d console(s) of VM %s", closed, vm_uuid)
+    return web.json_response({"vmUuid": vm_uuid, "closed": closed})
 
 
 async def readyz(request: web.Request) -> web.Response:

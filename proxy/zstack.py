@@ -34,9 +34,7 @@ _STATUS_BY_CODE = {"ID.1001": 401, "ID.1002": 403, "SYS.1003": 404, "VM.1010": 4
 _VM_UUID = re.compile(r"[0-9a-fA-F]{32}")
 # Printable ASCII without spaces: nothing that could split or inject a header.
 _SESSION = re.compile(r"[!-~]{1,256}")
-_SESSION_INVALID = (
-    "The session is invalid, either wrong session id or the session has been expired"
-)
+_SESSION_INVALID = "The session is invalid, either wrong session id or the session has been expired"
 _BAD_RESPONSE = "The ZStack API sent an answer the proxy does not understand."
 
 

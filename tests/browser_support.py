@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
+import html
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +21,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, ConsoleMessage, Frame, Page, async_playwright
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Frame,
+    Page,
+    ViewportSize,
+    async_playwright,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -34,7 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-VIEWPORT = {"width": 1024, "height": 700}
+VIEWPORT: ViewportSize = {"width": 1024, "height": 700}
 CONNECT_TIMEOUT_MS = 15_000
 
 
@@ -107,9 +114,9 @@ class CanvasStats:
     hash: int
 
 
-async def canvas_stats(frame: Page | Frame, rect: tuple[int, int, int, int] | None = None) -> (
-    CanvasStats | None
-):
+async def canvas_stats(
+    frame: Page | Frame, rect: tuple[int, int, int, int] | None = None
+) -> CanvasStats | None:
     """Size, number of distinct colours and a hash of the console canvas (or a part of it)."""
     arg = None if rect is None else dict(zip("xywh", rect, strict=True))
     found = await frame.evaluate(CANVAS_STATS_JS, arg)
@@ -146,6 +153,18 @@ async def wait_changed(
         await asyncio.sleep(0.1)
 
 
+async def reconnect(frame: Page | Frame, click: Callable[[], Awaitable[None]]) -> None:
+    """Run ``click`` (a press on a Reconnect button) and wait for a new, connected session.
+
+    The old session stays up until the new ticket arrives, so "connecting" may flash by too fast
+    to see: a new connection is recognised by noVNC's new canvas.
+    """
+    await frame.evaluate("document.querySelector('#screen canvas').dataset.old = '1'")
+    await click()
+    await frame.locator("#screen canvas:not([data-old])").wait_for(timeout=CONNECT_TIMEOUT_MS)
+    await wait_state(frame, "connected")
+
+
 async def status_text(frame: Page | Frame) -> str:
     return (await frame.locator("#status-text").text_content() or "").strip()
 
@@ -168,6 +187,7 @@ class ConsoleStack:
 
     proxy: TestServer
     simulator: TestServer | None
+    portal_server: TestServer | None = None
     http: aiohttp.ClientSession = field(default_factory=aiohttp.ClientSession)
 
     @property
@@ -176,6 +196,10 @@ class ConsoleStack:
 
     def url(self, path: str) -> str:
         return str(self.proxy.make_url(path))
+
+    def portal_url(self, path: str = "/") -> str:
+        assert self.portal_server is not None
+        return str(self.portal_server.make_url(path))
 
     async def login(self, name: str = "admin", password: str = "password") -> str:
         assert self.simulator is not None
@@ -231,32 +255,46 @@ window.addEventListener('message', async (event) => {
 </body></html>
 """
 
-PORTAL_STACK = web.AppKey("portal_stack", ConsoleStack)
-PORTAL_VM = web.AppKey("portal_vm", str)
 
+class Portal:
+    """A portal backend on its own origin: it mints tickets server-side (with its ZStack session)
+    and embeds ``consoleUrl`` in an iframe. ``GET /?answer=0`` serves a portal page that ignores
+    the console's ticket requests.
 
-def create_portal_app(stack: ConsoleStack, vm_uuid: str) -> web.Application:
-    """A portal backend: it mints tickets server-side and embeds ``consoleUrl`` in an iframe.
-
-    ``GET /?answer=0`` serves a portal that ignores the console's ticket requests.
+    It starts before the proxy (whose ``frame_ancestors`` must name its origin), so ``stack`` is
+    set once the proxy runs.
     """
-    app = web.Application()
-    app[PORTAL_STACK] = stack
-    app[PORTAL_VM] = vm_uuid
-    app.router.add_get("/", _portal_page)
-    app.router.add_post("/mint", _portal_mint)
-    return app
+
+    def __init__(self, vm_uuid: str) -> None:
+        self.vm_uuid = vm_uuid
+        self.stack: ConsoleStack | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app[PORTAL] = self
+        app.router.add_get("/", _portal_page)
+        app.router.add_post("/mint", _portal_mint)
+        return app
+
+    async def mint(self) -> dict[str, Any]:
+        assert self.stack is not None, "the proxy is not running yet"
+        return await self.stack.mint(self.vm_uuid)
+
+
+PORTAL = web.AppKey("portal", Portal)
 
 
 async def _portal_page(request: web.Request) -> web.Response:
-    ticket = await request.app[PORTAL_STACK].mint(request.app[PORTAL_VM])
-    answer = "false" if request.query.get("answer") == "0" else "true"
-    src = json.dumps(ticket["consoleUrl"])[1:-1]
-    return web.Response(text=PORTAL_PAGE % {"src": src, "answer": answer}, content_type="text/html")
+    ticket = await request.app[PORTAL].mint()
+    page = PORTAL_PAGE % {
+        "src": html.escape(ticket["consoleUrl"], quote=True),
+        "answer": "false" if request.query.get("answer") == "0" else "true",
+    }
+    return web.Response(text=page, content_type="text/html")
 
 
 async def _portal_mint(request: web.Request) -> web.Response:
-    ticket = await request.app[PORTAL_STACK].mint(request.app[PORTAL_VM])
+    ticket = await request.app[PORTAL].mint()
     return web.json_response({"token": ticket["token"]})
 
 

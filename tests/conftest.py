@@ -99,3 +99,25 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 def write_token_file(path: Path, entries: dict[str, tuple[str, int]]) -> Path:
     path.write_text("".join(f"{name}: {host}:{port}\n" for name, (host, port) in entries.items()))
     return path
+
+
+async def rfb_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A VNC server with security None that echoes everything after the handshake."""
+    writer.write(b"RFB 003.008\n")
+    await reader.readexactly(12)
+    writer.write(bytes([1, 1]))
+    await reader.readexactly(1)
+    writer.write(bytes(4))
+    await echo(reader, writer)
+
+
+async def greet_as_browser(ws: Any) -> Any:
+    """Do the browser's side of the proxy's RFB handshake; return the stream for what follows."""
+    from tests.support.rfb_client import RfbClient, WebSocketStream
+
+    stream = WebSocketStream(ws)
+    client = RfbClient(stream)
+    await client.exchange_versions()
+    assert await client.read_security_types() == [1]
+    await client.authenticate(None)
+    return stream

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from proxy.accesslog import RedactingAccessLogger
 from proxy.app import create_app
 from proxy.demo.simulator import SIMULATOR_CONTROL, Inventory, create_simulator_app
-from tests.conftest import echo, free_port, make_config
+from tests.conftest import free_port, greet_as_browser, make_config, rfb_echo
 
 VM = "0123456789abcdef0123456789abcdef"
 STOPPED = "0123456789abcdef0123456789abcde0"
@@ -80,7 +80,7 @@ class Stack:
 @pytest.fixture
 async def stack(aiohttp_server: Any, tcp_target: Any) -> Any:
     async def start(**sections: Any) -> Stack:
-        target = await tcp_target(echo)
+        target = await tcp_target(rfb_echo)
         # The simulator stands in for ZStack, whose logs are not ours: keep them out of caplog.
         simulator = await aiohttp_server(
             create_simulator_app(inventory(target.port)), access_log=None
@@ -109,8 +109,9 @@ async def test_mint_returns_a_ticket_that_opens_the_console_once(stack: Any) -> 
     expires = datetime.fromisoformat(body["expiresAt"].replace("Z", "+00:00")).timestamp()
     assert 25 <= expires - time.time() <= 31
     ws = await s.connect(body["token"])
-    await ws.send_bytes(b"RFB")
-    assert (await ws.receive(timeout=5)).data == b"RFB"
+    stream = await greet_as_browser(ws)
+    await stream.write(b"RFB")
+    assert await stream.read_exactly(3, 5) == b"RFB"
     await ws.close()
     replay = await s.connect(body["token"])
     msg = await replay.receive(timeout=5)
@@ -243,8 +244,9 @@ async def test_session_never_logged(stack: Any, caplog: pytest.LogCaptureFixture
     _, body = await s.mint(session, {"vmUuid": VM})
     await s.mint(session, {"vmUuid": STOPPED})
     ws = await s.connect(body["token"])
-    await ws.send_bytes(b"x")
-    await ws.receive(timeout=5)
+    stream = await greet_as_browser(ws)
+    await stream.write(b"x")
+    await stream.read_exactly(1, 5)
     await ws.close()
     text = "\n".join(record.getMessage() for record in caplog.records)
     assert "/websockify" in text  # the access log did run
@@ -283,6 +285,7 @@ async def test_everything_under_base_path(stack: Any) -> None:
     ws = await s.http.ws_connect(
         s.proxy.make_url(f"/console-proxy/websockify?token={body['token']}")
     )
-    await ws.send_bytes(b"p")
-    assert (await ws.receive(timeout=5)).data == b"p"
+    stream = await greet_as_browser(ws)
+    await stream.write(b"p")
+    assert await stream.read_exactly(1, 5) == b"p"
     await ws.close()

@@ -109,7 +109,8 @@ async def test_stalled_host_bounds_proxy_memory(tcp_target: Any, tmp_path: Path)
         client.close()
         stop.set()
     print(
-        f"\nstalled host: browser pushed {pushed[0] / MiB:.1f} MiB, proxy RSS +{growth / MiB:.1f} MiB"
+        f"\nstalled host: browser pushed {pushed[0] / MiB:.1f} MiB,"
+        f" proxy RSS +{growth / MiB:.1f} MiB"
     )
     assert pushed[0] < 64 * MiB, f"browser pushed {pushed[0] / MiB:.0f} MiB into a stalled host"
     assert growth < RSS_GROWTH_LIMIT, f"proxy RSS grew {growth / MiB:.1f} MiB"

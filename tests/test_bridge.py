@@ -17,6 +17,7 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
+from proxy.server import graceful_shutdown
 from tests.conftest import echo, make_config, write_token_file
 
 MiB = 1024 * 1024
@@ -36,7 +37,11 @@ async def open_console(
     server: TestServer, token: str, **kwargs: Any
 ) -> aiohttp.ClientWebSocketResponse:
     session = aiohttp.ClientSession()
-    ws = await session.ws_connect(server.make_url(f"/websockify?token={token}"), **kwargs)
+    try:
+        ws = await session.ws_connect(server.make_url(f"/websockify?token={token}"), **kwargs)
+    except BaseException:
+        await session.close()
+        raise
     ws._test_session = session  # type: ignore[attr-defined]  # closed by close_console
     return ws
 
@@ -311,21 +316,39 @@ async def test_connection_cap_closes_4429(serve_proxy: Any, tcp_target: Any) -> 
     await close_console(first)
 
 
-async def test_shutdown_closes_consoles_1001(
+async def test_shutdown_drains_then_closes_consoles_1001(
     aiohttp_server: Any, tmp_path: Path, tcp_target: Any
 ) -> None:
     target = await tcp_target(echo)
     tokens = write_token_file(tmp_path / "t", {"vm": ("127.0.0.1", target.port)})
-    server = await aiohttp_server(create_app(make_config(tickets={"token_file": str(tokens)})))
+    config = make_config(tickets={"token_file": str(tokens)}, server={"drain_timeout": 1.0})
+    server = await aiohttp_server(create_app(config))
     ws = await open_console(server, "vm")
     await ws.send_bytes(b"a")
     assert (await ws.receive(timeout=5)).data == b"a"
-    closing = asyncio.create_task(server.close())
+    started = time.monotonic()
+    assert server.runner is not None
+    closing = asyncio.create_task(graceful_shutdown(server.runner))
+    await asyncio.sleep(0.5)
+    # During the drain the console still works; new connections are no longer accepted.
+    await ws.send_bytes(b"b")
+    assert (await ws.receive(timeout=5)).data == b"b"
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await open_console(server, "vm")
     msg = await ws.receive(timeout=10)
     assert msg.type is WSMsgType.CLOSE and msg.data == 1001
     assert "restarting" in msg.extra
+    assert 0.9 < time.monotonic() - started < 3.0
     await close_console(ws)
     await closing
+    await server.close()
+
+
+async def test_shutdown_with_no_consoles_is_immediate(aiohttp_server: Any) -> None:
+    server = await aiohttp_server(create_app(make_config(server={"drain_timeout": 30})))
+    started = time.monotonic()
+    await graceful_shutdown(server.runner)
+    assert time.monotonic() - started < 2.0
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")

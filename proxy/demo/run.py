@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 from pathlib import Path
 
 from aiohttp import web
@@ -17,6 +15,7 @@ from proxy.config import load_config, parse_listen
 from proxy.demo.portal import add_demo_routes
 from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
 from proxy.demo.vncserver import DemoVncServer
+from proxy.server import wait_for_signal
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +73,3 @@ async def serve_demo(listen: str) -> None:
         await simulator.cleanup()
         for server in vnc_servers:
             await server.close()
-
-
-async def wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    await stop.wait()

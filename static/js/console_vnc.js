@@ -56,6 +56,9 @@ window.addEventListener('message', onPortalMessage);
 
 if (token) {
     connect();
+} else if (portal) {
+    // Reloaded (the ticket was taken out of the URL) or embedded without one: ask for one.
+    requestReconnect();
 } else {
     disconnected(null, 'This page needs a console ticket. Open the console again from the portal.');
 }
@@ -114,6 +117,7 @@ function connect() {
     try {
         rfb = new RFB(ui.screen, socket, { shared: true });
     } catch (err) {
+        socket.close();
         disconnected(null, 'The console could not start in this browser: ' + err.message);
         return;
     }
@@ -168,14 +172,17 @@ function finish(current) {
     current.finished = true;
     clearTimeout(current.graceTimer);
     const close = current.closeEvent || { code: null, reason: '' };
+    const restarting = close.code === 1001;
     let text;
     if (current.securityReason) {
         text = 'The console refused the login: ' + current.securityReason + '.';
+    } else if (restarting && !portal) {
+        text = 'The console proxy restarted. Open the console again from the portal.';
     } else {
         text = closeMessage(close.code, close.reason, current.opened);
     }
     disconnected(close.code, text, close.reason);
-    if (close.code === 1001 && autoReconnects < AUTO_RECONNECT_DELAYS_MS.length) {
+    if (restarting && portal && autoReconnects < AUTO_RECONNECT_DELAYS_MS.length) {
         // The proxy is restarting: get a fresh ticket and try again, a few times, backing off.
         const delay = AUTO_RECONNECT_DELAYS_MS[autoReconnects++];
         setTimeout(() => { if (session === current) requestReconnect(); }, delay);
@@ -183,12 +190,12 @@ function finish(current) {
 }
 
 function teardown() {
+    const live = session && !session.rfbDone;
     if (session) session.finished = true;
-    if (rfb) {
-        const old = rfb;
-        rfb = null;
-        try { old.disconnect(); } catch (err) { /* already gone */ }
+    if (rfb && live) {
+        try { rfb.disconnect(); } catch (err) { /* already gone */ }
     }
+    rfb = null;
     socket = null;
 }
 

@@ -119,7 +119,7 @@ function showEmbed(vm, consoleUrl) {
     ui.embed.hidden = false;
     ui.frame.src = absolute(consoleUrl);
     consoles.set(ui.frame.contentWindow, { vm, origin: new URL(ui.frame.src).origin });
-    ui.embed.scrollIntoView({ behavior: 'smooth', block: 'start' });
+    ui.embed.scrollIntoView({ behavior: 'smooth', block: 'start', inline: 'nearest' });
 }
 
 function closeEmbed() {

@@ -1,0 +1,1 @@
+"""Side-by-side benchmark: direct TCP, websockify and this proxy (``make bench``)."""

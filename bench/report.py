@@ -1,0 +1,239 @@
+"""Turn the runs into medians, ratios and the issue's pass/fail lines, as JSON and Markdown."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from bench.servers import SYSTEMS
+
+KIB = 1024
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    scenario: str
+    digits: int = 0
+    ratios: bool = True
+
+
+METRICS = (
+    Metric("down_MBps", "downstream (host→browser) MB/s", "downstream"),
+    Metric("up_MBps", "upstream (browser→host, masked) MB/s", "upstream"),
+    Metric("rtt1_p50_us", "RTT p50, 1 console, µs", "rtt1", 1),
+    Metric("rtt1_p99_us", "RTT p99, 1 console, µs", "rtt1", 1),
+    Metric("rtt100_p50_us", "RTT p50, 100 consoles, µs", "rtt100"),
+    Metric("rtt100_p99_us", "RTT p99, 100 consoles, µs", "rtt100"),
+    Metric("rtt100_msgs_per_s", "messages/s, 100 consoles", "rtt100"),
+    Metric("setup_per_s", "console setup (upgrade + first byte)/s", "setup"),
+    Metric("mem_per_console_KiB", "memory per idle console, KiB", "hold", 1),
+    Metric("held", "concurrent consoles held", "hold"),
+    Metric("processes", "processes at the memory checkpoint", "hold", ratios=False),
+    Metric("hold_open_per_s", "consoles opened/s while filling up", "hold"),
+)
+
+
+def metrics_of(run: dict[str, Any]) -> dict[str, float]:
+    """The table's figures from one run's raw result."""
+    result = run.get("result")
+    if not result:
+        return {}
+    scenario = run["scenario"]
+    if scenario in ("downstream", "upstream"):
+        return {"down_MBps" if scenario == "downstream" else "up_MBps": result["MBps"]}
+    if scenario in ("rtt1", "rtt100"):
+        found = {f"{scenario}_p50_us": result["p50_us"], f"{scenario}_p99_us": result["p99_us"]}
+        if scenario == "rtt100":
+            found["rtt100_msgs_per_s"] = result["msgs_per_s"]
+        return found
+    if scenario == "setup":
+        return {"setup_per_s": result["per_s"]}
+    return _hold_metrics(run["system"], result)
+
+
+def _hold_metrics(system: str, result: dict[str, Any]) -> dict[str, float]:
+    checkpoints = sorted((k for k in result if k.startswith("at_")), key=lambda k: int(k[3:]))
+    first = result[checkpoints[0]]
+    before = result["memory_before"]
+    # One process: RSS growth. A forking server: PSS summed over its process tree.
+    kind = "rss" if system == "C" else "pss"
+    growth = first["memory"][kind] - before[kind]
+    found = {
+        "held": result["held"],
+        "processes": first["memory"]["processes"],
+        "hold_open_per_s": result["open_rate_per_s"],
+    }
+    if first["open"]:
+        found["mem_per_console_KiB"] = round(growth / first["open"] / KIB, 1)
+    return found
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    values: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        for key, value in metrics_of(run).items():
+            values.setdefault(key, {}).setdefault(run["system"], []).append(value)
+    table: dict[str, Any] = {}
+    for metric in METRICS:
+        by_system = values.get(metric.key, {})
+        medians = {s: statistics.median(v) for s, v in by_system.items() if v}
+        row: dict[str, Any] = {"values": by_system, "median": medians}
+        for other in ("A", "B") if metric.ratios else ():
+            if "C" in medians and medians.get(other):
+                row[f"C/{other}"] = round(medians["C"] / medians[other], 2)
+        table[metric.key] = row
+    limits = [r["result"].get("server_nofile", 0) for r in runs if _is_c_hold(r)]
+    found = checks(table, min(limits, default=0))
+    return {"metrics": table, "usage": _usage(runs), "checks": found}
+
+
+def _is_c_hold(run: dict[str, Any]) -> bool:
+    return run["scenario"] == "hold" and run["system"] == "C" and bool(run.get("result"))
+
+
+def _usage(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Median CPU and fault rates per (scenario, system) over the repetitions."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        if run.get("usage"):
+            groups.setdefault((run["scenario"], run["system"]), []).append(run["usage"])
+    rows = []
+    for (scenario, system), usages in groups.items():
+        row: dict[str, Any] = {"scenario": scenario, "system": system}
+        for who in ("client", "server", "targets"):
+            for field in ("cpu_pct", "kernel_pct", "faults_per_s"):
+                found = [u[who][field] for u in usages if who in u]
+                if found:
+                    row[f"{who}_{field}"] = statistics.median(found)
+        rows.append(row)
+    return rows
+
+
+def _held_check(held: float | None, nofile: int) -> dict[str, str]:
+    target = "10,000 concurrent consoles held"
+    if held is None:
+        return {"target": target, "status": "n/a", "detail": "not measured"}
+    detail = f"C held {held:,.0f}"
+    if held < 10_000 and 0 < nofile < 2 * 10_000 + 100:
+        detail += (
+            f"; the proxy's RLIMIT_NOFILE is {nofile:,} (2 descriptors per console), so one"
+            " process cannot hold 10,000 here"
+        )
+    return {"target": target, "status": "PASS" if held >= 10_000 else "FAIL", "detail": detail}
+
+
+def checks(table: dict[str, Any], nofile: int = 0) -> list[dict[str, str]]:
+    """The issue's targets, each PASS, FAIL or n/a (not measured)."""
+
+    def med(key: str, system: str) -> float | None:
+        value = table.get(key, {}).get("median", {}).get(system)
+        return None if value is None else float(value)
+
+    def line(target: str, ok: bool | None, detail: str) -> dict[str, str]:
+        status = "n/a" if ok is None else "PASS" if ok else "FAIL"
+        return {"target": target, "status": status, "detail": detail}
+
+    def ratio_check(key: str, system: str, factor: float, target: str) -> dict[str, str]:
+        c, other = med(key, "C"), med(key, system)
+        if c is None or not other:
+            return line(target, None, "not measured")
+        return line(target, c >= factor * other, f"C/{system} = {c / other:.2f} (need ≥ {factor})")
+
+    def at_most(key: str, limit: float, target: str, unit: str) -> dict[str, str]:
+        c = med(key, "C")
+        if c is None:
+            return line(target, None, "not measured")
+        return line(target, c <= limit, f"C = {c:g} {unit} (need ≤ {limit:g})")
+
+    found = [
+        ratio_check("down_MBps", "A", 0.6, "downstream ≥ 60 % of direct TCP"),
+        ratio_check("down_MBps", "B", 2.0, "downstream ≥ 2× websockify"),
+        ratio_check("up_MBps", "B", 3.0, "upstream ≥ 3× websockify"),
+    ]
+    c99, b99 = med("rtt100_p99_us", "C"), med("rtt100_p99_us", "B")
+    target = "RTT p99 at 100 consoles ≤ ½ websockify's"
+    if c99 is None or b99 is None:
+        found.append(line(target, None, "not measured"))
+    else:
+        found.append(line(target, c99 <= b99 / 2, f"C = {c99:g} µs, B = {b99:g} µs"))
+    c1, a1 = med("rtt1_p99_us", "C"), med("rtt1_p99_us", "A")
+    target = "1-console RTT p99 within 50 µs of direct TCP"
+    if c1 is None or a1 is None:
+        found.append(line(target, None, "not measured"))
+    else:
+        found.append(line(target, c1 - a1 <= 50, f"C − A = {c1 - a1:.1f} µs"))
+    found.append(at_most("mem_per_console_KiB", 16, "≤ 16 KiB per idle console", "KiB"))
+    found.append(_held_check(med("held", "C"), nofile))
+    found.append(ratio_check("setup_per_s", "B", 20.0, "setup rate ≥ 20× websockify"))
+    return found
+
+
+def _fmt(value: Any, digits: int) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    machine, settings, summary = report["machine"], report["settings"], report["summary"]
+    out = [
+        f"# Console proxy benchmark, {report['started']}",
+        "",
+        f"Mode: {'quick' if settings['quick'] else 'full'}, {settings['reps']} repetition(s), "
+        f"A/B/C interleaved; {settings['duration']} s per throughput/latency window. "
+        "Medians over repetitions.",
+        "",
+        "Machine: " + "; ".join(f"{k}: {v}" for k, v in machine.items()),
+        "",
+        "| metric | A: " + " | B: ".join(SYSTEMS[s] for s in "AB") + f" | C: {SYSTEMS['C']} "
+        "| C/A | C/B |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for metric in METRICS:
+        row = summary["metrics"].get(metric.key, {})
+        medians = row.get("median", {})
+        if not medians:
+            continue
+        cells = [_fmt(medians.get(s), metric.digits) for s in "ABC"]
+        ratios = [_fmt(row.get(f"C/{s}"), 2) for s in "AB"]
+        out.append(f"| {metric.label} | " + " | ".join(cells + ratios) + " |")
+    out += ["", "## Targets (issue 6)", "", "| target | result | detail |", "|---|---|---|"]
+    out += [f"| {c['target']} | {c['status']} | {c['detail']} |" for c in summary["checks"]]
+    out += [
+        "",
+        "## CPU and page faults during each measurement window (medians)",
+        "",
+        "Client = this load client (one process); server = the proxy's process tree; "
+        "targets = the loopback console servers.",
+        "",
+        "| scenario | system | client CPU % | server CPU % | server kernel % "
+        "| server faults/s | targets CPU % |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in summary["usage"]:
+        cells = [
+            row.get("client_cpu_pct"),
+            row.get("server_cpu_pct"),
+            row.get("server_kernel_pct"),
+            row.get("server_faults_per_s"),
+            row.get("targets_cpu_pct"),
+        ]
+        text = " | ".join(_fmt(c, 0) for c in cells)
+        out.append(f"| {row['scenario']} | {row['system']} | {text} |")
+    errors = [r for r in report["runs"] if r.get("error")]
+    if errors:
+        out += ["", "## Errors", ""]
+        out += [f"- {r['system']} {r['scenario']} rep {r['rep']}: {r['error']}" for r in errors]
+    holds = [r for r in report["runs"] if r["scenario"] == "hold" and r.get("result")]
+    if holds:
+        out += ["", "## Concurrency runs", ""]
+        for run in holds:
+            res = run["result"]
+            out.append(
+                f"- {run['system']} rep {run['rep']}: attempted {res['attempted']:,}, "
+                f"opened {res['opened']:,}, held {res['held']:,}; failures {res['failures']}"
+            )
+    return "\n".join(out) + "\n"

@@ -1,0 +1,33 @@
+"""Per-client rate limits: a token bucket per IP, in a bounded table."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+
+class RateLimiter:
+    """Allows ``burst`` events at once and ``per_minute`` sustained, per key.
+
+    The table keeps at most ``max_keys`` clients; the least recently seen are forgotten first,
+    which errs on the side of letting a forgotten client through.
+    """
+
+    def __init__(self, per_minute: float, burst: int, max_keys: int = 100_000) -> None:
+        self._rate = per_minute / 60.0
+        self._burst = float(burst)
+        self._max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+        return allowed
+
+    def retry_after(self) -> int:
+        return max(1, int(1 / self._rate)) if self._rate else 60

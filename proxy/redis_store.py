@@ -1,0 +1,175 @@
+"""Tickets in Redis, shared by every proxy instance behind one load balancer.
+
+A ticket minted by one instance can be redeemed by any other; ``GETDEL`` (Redis >= 6.2) makes
+redemption single-use across all of them, and Redis itself expires unredeemed tickets (``px=``).
+
+Security: a ticket may carry the VM's console password, and it is stored as part of the ticket's
+JSON. Keep Redis on a private network, require a password or an ACL user limited to the key
+prefix (``ACL SETUSER console-proxy on >secret ~console-proxy:* +set +getdel +ping
++client|setname``, plus ``+select`` for a database other than 0), turn off persistence or protect
+its files, and pass ``encrypt_key`` (16, 24 or 32 random bytes, the same on every instance) so
+that the password is stored AES-GCM encrypted, bound to its token.
+
+When Redis cannot be reached every call raises :class:`TicketStoreUnavailable` within about
+``timeout`` seconds; the store never falls back to memory, which would break single use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import OutOfMemoryError, RedisError
+
+from proxy.tickets import Ticket, TicketStore, TicketStoreFull
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "console-proxy:ticket:"
+NONCE_BYTES = 12
+T = TypeVar("T")
+
+
+class TicketStoreUnavailable(Exception):
+    """The ticket store cannot be reached or refused the command; the caller should answer 503."""
+
+    code = "TICKETS.UNAVAILABLE"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"TicketStoreUnavailable(code={self.code!r}, reason={self.reason!r})"
+
+
+def redis_client_from_url(url: str, timeout: float, retries: int = 3) -> Redis:
+    """A client that reconnects with exponential backoff and bounds every socket wait."""
+    retry = Retry(ExponentialBackoff(cap=min(1.0, timeout / 2), base=0.02), retries)
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=retry,
+        health_check_interval=30,
+        client_name="console-proxy",
+    )
+
+
+def decode_key(text: str) -> bytes:
+    """An ``encrypt_key`` from its config form: 16, 24 or 32 bytes in (url-safe) base64."""
+    try:
+        key = base64.b64decode(text.strip().replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("encrypt_key is not base64") from exc
+    if len(key) not in (16, 24, 32):
+        raise ValueError(f"encrypt_key must be 16, 24 or 32 bytes, got {len(key)}")
+    return key
+
+
+class RedisTicketStore(TicketStore):
+    """Tickets as JSON under ``prefix + token``, expired by Redis, redeemed with ``GETDEL``."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        timeout: float = 2.0,
+        encrypt_key: bytes | None = None,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        # An overall deadline per call: the client's retries and backoff stay inside it.
+        self._timeout = timeout
+        self._aead = AESGCM(encrypt_key) if encrypt_key is not None else None
+
+    def __repr__(self) -> str:
+        encrypted = self._aead is not None
+        return f"RedisTicketStore(prefix={self._prefix!r}, encrypted={encrypted})"
+
+    async def put(self, token: str, ticket: Ticket) -> None:
+        ttl_ms = int((ticket.expires_at - time.time()) * 1000)
+        if ttl_ms <= 0:
+            return  # already expired: nothing could redeem it
+        value = json.dumps(self._encode(token, ticket), separators=(",", ":"))
+        await self._call("SET", self._redis.set(self._prefix + token, value, px=ttl_ms))
+
+    async def redeem(self, token: str) -> Ticket | None:
+        raw = await self._call("GETDEL", self._redis.getdel(self._prefix + token))
+        if raw is None:
+            return None
+        ticket = self._decode(token, raw)
+        if ticket is None or ticket.expired():
+            return None
+        return ticket
+
+    async def check_reachable(self) -> None:
+        """Raise TicketStoreUnavailable unless Redis answers PING (for /readyz)."""
+        await self._call("PING", self._redis.ping())
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def _call(self, command: str, pending: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await pending
+        except OutOfMemoryError:
+            raise TicketStoreFull from None
+        except TimeoutError:
+            raise TicketStoreUnavailable(
+                f"Redis {command} timed out after {self._timeout:g} s"
+            ) from None
+        except (RedisError, OSError) as exc:
+            raise TicketStoreUnavailable(f"Redis {command} failed: {exc}") from None
+
+    def _encode(self, token: str, ticket: Ticket) -> dict[str, Any]:
+        data = asdict(ticket)
+        if self._aead is not None and ticket.password is not None:
+            nonce = os.urandom(NONCE_BYTES)
+            # The token is the associated data: a sealed password only opens under its own key.
+            sealed = self._aead.encrypt(nonce, ticket.password.encode(), token.encode())
+            data["password"] = None
+            data["sealed_password"] = base64.b64encode(nonce + sealed).decode()
+        return data
+
+    def _decode(self, token: str, raw: bytes | str) -> Ticket | None:
+        # Never log the value: it may hold a password.
+        try:
+            data = json.loads(raw)
+            sealed = data.pop("sealed_password", None)
+            if sealed is not None:
+                data["password"] = self._open(token, sealed)
+            return Ticket(**data)
+        except InvalidTag:
+            log.warning("ticket password does not decrypt: is encrypt_key the same everywhere?")
+        except _NoKey:
+            log.warning("ticket password is encrypted but this instance has no encrypt_key")
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("unreadable ticket in Redis (%s); refusing it", type(exc).__name__)
+        return None
+
+    def _open(self, token: str, sealed: str) -> str:
+        if self._aead is None:
+            raise _NoKey
+        blob = base64.b64decode(sealed)
+        nonce, ciphertext = blob[:NONCE_BYTES], blob[NONCE_BYTES:]
+        return self._aead.decrypt(nonce, ciphertext, token.encode()).decode()
+
+
+class _NoKey(Exception):
+    pass

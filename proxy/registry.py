@@ -1,0 +1,80 @@
+"""The consoles open in this process: counted per VM, closable by VM (revocation) or all (drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from proxy.closecodes import Close
+
+
+@dataclass(eq=False)
+class LiveConsole:
+    ws: web.WebSocketResponse
+    client_ip: str
+    console_id: str = field(default_factory=lambda: secrets.token_hex(6))
+    vm_uuid: str = ""
+    started: float = field(default_factory=time.time)
+    # Set by whoever ends the console from outside (revocation, drain); the handler reports it.
+    interrupted: Close | None = None
+
+    async def interrupt(self, reason: Close) -> None:
+        if self.interrupted is None:
+            self.interrupted = reason
+        await self.ws.close(code=reason.code, message=reason.reason.encode())
+
+
+class ConsoleRegistry:
+    def __init__(self) -> None:
+        self._all: set[LiveConsole] = set()
+        self._by_vm: defaultdict[str, set[LiveConsole]] = defaultdict(set)
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def add(self, console: LiveConsole) -> None:
+        self._all.add(console)
+        self._empty.clear()
+
+    def assign_vm(self, console: LiveConsole, vm_uuid: str) -> int:
+        """Record which VM the console shows; return how many consoles that VM now has."""
+        console.vm_uuid = vm_uuid
+        self._by_vm[vm_uuid].add(console)
+        return len(self._by_vm[vm_uuid])
+
+    def remove(self, console: LiveConsole) -> None:
+        self._all.discard(console)
+        if console.vm_uuid:
+            peers = self._by_vm.get(console.vm_uuid)
+            if peers is not None:
+                peers.discard(console)
+                if not peers:
+                    del self._by_vm[console.vm_uuid]
+        if not self._all:
+            self._empty.set()
+
+    def count_for_vm(self, vm_uuid: str) -> int:
+        return len(self._by_vm.get(vm_uuid, ()))
+
+    async def close_vm(self, vm_uuid: str, reason: Close) -> int:
+        consoles = list(self._by_vm.get(vm_uuid, ()))
+        await asyncio.gather(*(c.interrupt(reason) for c in consoles))
+        return len(consoles)
+
+    async def drain(self, timeout: float, reason: Close) -> int:
+        """Wait up to ``timeout`` for consoles to end, then close the rest; return that count."""
+        try:
+            await asyncio.wait_for(self._empty.wait(), timeout)
+            return 0
+        except TimeoutError:
+            pass
+        consoles = list(self._all)
+        await asyncio.gather(*(c.interrupt(reason) for c in consoles))
+        return len(consoles)

@@ -1,0 +1,66 @@
+"""Running the app: listen, wait for SIGTERM/SIGINT, drain consoles, clean up.
+
+aiohttp's own shutdown stops reading every connection before ``on_shutdown`` runs, which would
+silently drop a browser's keystrokes during a drain. So the drain happens here, first: stop
+listening, let consoles run up to ``drain_timeout``, close the rest with 1001, then clean up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from proxy.accesslog import RedactingAccessLogger
+from proxy.app import create_app
+from proxy.closecodes import Close
+from proxy.config import Config, parse_listen
+from proxy.keys import CONFIG, REGISTRY
+
+log = logging.getLogger(__name__)
+
+
+async def run_server(config: Config, app: web.Application | None = None) -> None:
+    runner = web.AppRunner(
+        app or create_app(config),
+        access_log_class=RedactingAccessLogger,
+        handle_signals=False,
+        shutdown_timeout=10.0,
+    )
+    await runner.setup()
+    host, port = parse_listen(config.server.listen)
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("console proxy listening on %s", site.name)
+    try:
+        await wait_for_signal()
+    finally:
+        await graceful_shutdown(runner)
+
+
+async def graceful_shutdown(runner: web.AppRunner) -> None:
+    for site in list(runner.sites):
+        await site.stop()
+    await drain(runner.app)
+    await runner.cleanup()
+
+
+async def drain(app: web.Application) -> None:
+    registry, timeout = app[REGISTRY], app[CONFIG].server.drain_timeout
+    if len(registry):
+        log.info("draining %d console(s) for up to %g s", len(registry), timeout)
+    closed = await registry.drain(timeout, Close.GOING_AWAY)
+    if closed:
+        log.info("closed %d console(s) still open after the drain", closed)
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    await stop.wait()

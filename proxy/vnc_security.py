@@ -1,0 +1,81 @@
+"""The VNC security proxy: the proxy authenticates to the VM and offers the browser None.
+
+The console password stays in the proxy: it answers the server's VNC Authentication challenge
+itself, then tells the browser that no security is needed. After both handshakes the streams
+are identical across RFB 3.3/3.7/3.8 (ClientInit onwards), so the bridge pumps them raw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import WSMsgType, web
+
+from proxy.closecodes import Close
+from proxy.rfb import (
+    NEED_DATA,
+    AuthenticationFailed,
+    DownstreamHandshake,
+    PasswordRequired,
+    RemoteProtocolError,
+)
+from proxy.rfb import SecurityComplete as Done
+from proxy.rfb_driver import HandshakeTimeout, authenticate_upstream
+
+log = logging.getLogger(__name__)
+
+
+async def secure_vnc(
+    ws: web.WebSocketResponse,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    password: str | None,
+    timeout: float,
+) -> tuple[bytes, bytes] | Close:
+    """Run both handshakes; return (bytes for the host, bytes for the browser) or why not."""
+    try:
+        _, from_host = await authenticate_upstream(reader, writer, password, timeout)
+    except AuthenticationFailed as exc:
+        log.warning("VNC server refused the console password: %s", exc.reason)
+        return Close.AUTH_FAILED
+    except PasswordRequired:
+        log.warning("VNC server wants a password and ZStack gave none for this VM")
+        return Close.PASSWORD_UNKNOWN
+    except HandshakeTimeout:
+        return Close.HOST_TIMEOUT
+    except RemoteProtocolError as exc:
+        log.warning("VNC handshake with the host failed: %s", exc.reason)
+        return Close.HOST_PROTOCOL
+    except OSError:
+        return Close.HOST_CLOSED
+    return await _greet_browser(ws, from_host, timeout)
+
+
+async def _greet_browser(
+    ws: web.WebSocketResponse, from_host: bytes, timeout: float
+) -> tuple[bytes, bytes] | Close:
+    handshake = DownstreamHandshake()
+    try:
+        async with asyncio.timeout(timeout):
+            await ws.send_bytes(handshake.initial_bytes())
+            while True:
+                event = handshake.next_event()
+                if outgoing := handshake.bytes_to_send():
+                    await ws.send_bytes(outgoing)
+                if isinstance(event, Done):
+                    return handshake.trailing_data, from_host
+                if event is NEED_DATA:
+                    msg = await ws.receive()
+                    if msg.type is not WSMsgType.BINARY:
+                        return (
+                            Close.TEXT_FRAME if msg.type is WSMsgType.TEXT else Close.BROWSER_CLOSED
+                        )
+                    handshake.receive_data(msg.data)
+    except TimeoutError:
+        return Close.PROTOCOL_ERROR
+    except RemoteProtocolError as exc:
+        log.info("browser RFB handshake failed: %s", exc.reason)
+        return Close.PROTOCOL_ERROR
+    except ConnectionError:
+        return Close.BROWSER_CLOSED

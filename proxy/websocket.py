@@ -1,0 +1,145 @@
+"""GET <base>/websockify: check, upgrade, redeem the ticket, dial the console, bridge it."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import hdrs, web
+
+from proxy.audit import ConsoleFacts
+from proxy.bridge import Bridge, BridgeLimits, connect_host
+from proxy.closecodes import Close
+from proxy.errors import ApiError
+from proxy.keys import AUDIT, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY
+from proxy.registry import LiveConsole
+from proxy.rfb_input import ClientMessageScanner
+from proxy.tickets import Ticket
+from proxy.vnc_security import secure_vnc
+
+log = logging.getLogger(__name__)
+
+TOKEN_PROTOCOL_PREFIX = "token."
+
+
+def token_from(request: web.Request) -> str:
+    """The ticket from ``?token=`` or from a ``token.<T>`` WebSocket subprotocol."""
+    if token := request.query.get("token", ""):
+        return token
+    offered = request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "")
+    for proto in (p.strip() for p in offered.split(",")):
+        if proto.startswith(TOKEN_PROTOCOL_PREFIX):
+            return proto[len(TOKEN_PROTOCOL_PREFIX) :]
+    return ""
+
+
+def origin_allowed(request: web.Request) -> bool:
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None:
+        # Only browsers send Origin, and only browsers can be tricked into cross-site requests.
+        return True
+    own = f"{request.scheme}://{request.host}"
+    return origin == own or origin in request.app[CONFIG].server.allowed_origins
+
+
+async def websockify(request: web.Request) -> web.StreamResponse:
+    # Checked before the upgrade: a page on another site must not borrow the user's ticket.
+    if not origin_allowed(request):
+        log.warning("refused WebSocket from origin %s", request.headers.get(hdrs.ORIGIN))
+        raise ApiError(403, "ORIGIN.FORBIDDEN", "This page's origin may not open consoles here.")
+    config = request.app[CONFIG]
+    ws = web.WebSocketResponse(
+        protocols=("binary",),
+        compress=False,  # console payloads are already compressed; deflate costs 30x throughput
+        max_msg_size=config.limits.max_frame_size,
+        heartbeat=30.0,
+        timeout=5.0,
+    )
+    if not ws.can_prepare(request).ok:
+        raise ApiError(
+            400, "REQUEST.NOT_WEBSOCKET", "This endpoint only accepts WebSocket upgrades."
+        )
+    await ws.prepare(request)
+    console = LiveConsole(ws, client_ip=request.remote or "")
+    registry, metrics = request.app[REGISTRY], request.app[METRICS]
+    registry.add(console)
+    metrics.active.inc()
+    try:
+        reason = await _serve(request, console)
+    finally:
+        registry.remove(console)
+        metrics.active.dec()
+    reason = console.interrupted or reason
+    metrics.closed.labels(reason.name.lower()).inc()
+    if not ws.closed:
+        await ws.close(code=reason.code, message=reason.reason.encode())
+    return ws
+
+
+async def _serve(request: web.Request, console: LiveConsole) -> Close:
+    app = request.app
+    limits = app[CONFIG].limits
+    if not app[RATE_LIMITER].allow(console.client_ip):
+        app[METRICS].rejected.labels("rate").inc()
+        return Close.RATE_LIMITED
+    if len(app[REGISTRY]) > limits.max_connections:
+        app[METRICS].rejected.labels("max_connections").inc()
+        return Close.TOO_MANY
+    ticket = await app[CONSOLES].redeem(token_from(request))
+    app[METRICS].redeems.labels("ok" if ticket else "invalid").inc()
+    if ticket is None:
+        return Close.TICKET_INVALID
+    vm_key = ticket.vm_uuid or f"{ticket.host}:{ticket.port}"
+    if app[REGISTRY].assign_vm(console, vm_key) > limits.max_per_vm:
+        app[METRICS].rejected.labels("max_per_vm").inc()
+        return Close.TOO_MANY_FOR_VM
+    if not app[CONSOLES].policy.permits(ticket.host, ticket.port):
+        log.warning(
+            "refused console target %s:%s: outside [targets] allow", ticket.host, ticket.port
+        )
+        return Close.TARGET_REFUSED
+    return await _connect_and_bridge(request, console, ticket)
+
+
+async def _connect_and_bridge(request: web.Request, console: LiveConsole, ticket: Ticket) -> Close:
+    app = request.app
+    limits = app[CONFIG].limits
+    started = time.monotonic()
+    connected = await connect_host(ticket.host, ticket.port, limits.connect_timeout)
+    if isinstance(connected, Close):
+        return connected
+    app[METRICS].connect_seconds.observe(time.monotonic() - started)
+    reader, writer = connected
+    facts = ConsoleFacts(
+        console.console_id,
+        ticket.vm_uuid,
+        f"{ticket.host}:{ticket.port}",
+        console.client_ip,
+        ticket.protocol,
+    )
+    bridge = Bridge(
+        console.ws, reader, writer, BridgeLimits(limits.idle_timeout, limits.max_session)
+    )
+    reason = Close.HOST_CLOSED
+    app[AUDIT].opened(facts)
+    try:
+        prelude: tuple[bytes, bytes] | Close = (b"", b"")
+        if ticket.protocol == "vnc":
+            prelude = await secure_vnc(
+                console.ws, reader, writer, ticket.password, limits.handshake_timeout
+            )
+            bridge.is_input = ClientMessageScanner().feed
+        if isinstance(prelude, Close):
+            reason = prelude
+            return reason
+        reason = await bridge.run(*prelude)
+        return reason
+    finally:
+        writer.close()
+        reason = console.interrupted or reason
+        stats = bridge.stats
+        app[METRICS].bytes.labels("to_host").inc(stats.bytes_to_host)
+        app[METRICS].bytes.labels("to_browser").inc(stats.bytes_to_browser)
+        app[AUDIT].closed(
+            facts, console.started, reason.name.lower(), stats.bytes_to_host, stats.bytes_to_browser
+        )

@@ -1,0 +1,79 @@
+"""`console-proxy demo` end to end as a person runs it: index, portal login, mint, console."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from tests.conftest import free_port
+from tests.support.rfb_client import RfbClient
+
+DEMO_VM = "d3ad0c0de0000000000000000000a001"
+STOPPED_VM = "d3ad0c0de0000000000000000000a003"
+
+
+@pytest.fixture
+async def demo() -> AsyncIterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "demo", "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(asyncio.to_thread(_line_with_url, process.stdout), 20)
+    url = re.search(r"http://\S+/", line)
+    assert url, line
+    try:
+        yield url.group(0)
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+
+
+def _line_with_url(stream: object) -> str:
+    for line in stream:  # type: ignore[attr-defined]
+        if "http://" in line:
+            return str(line)
+    return ""
+
+
+async def test_demo_index_mint_and_console(demo: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(demo) as page:
+            html = await page.text()
+            assert page.status == 200
+        assert "demo-vnc" in html and DEMO_VM in html
+        async with http.post(f"{demo}demo/session") as answer:
+            session = (await answer.json())["session"]
+        headers = {"Authorization": f"OAuth {session}"}
+        async with http.post(
+            f"{demo}api/v1/consoles", json={"vmUuid": DEMO_VM}, headers=headers
+        ) as answer:
+            assert answer.status == 201
+            ticket = await answer.json()
+        assert ticket["consoleUrl"].startswith(f"{demo}console/vnc#token=")
+        async with http.get(ticket["consoleUrl"].split("#")[0]) as page:
+            assert page.status == 200
+        ws = await http.ws_connect(
+            f"{demo}websockify", protocols=("binary", f"token.{ticket['token']}")
+        )
+        client = RfbClient.over_websocket(ws)
+        init = await client.handshake()
+        assert init.name == "demo-vnc"
+        assert init.width > 0 and init.height > 0
+        await ws.close()
+        async with http.post(
+            f"{demo}api/v1/consoles", json={"vmUuid": STOPPED_VM}, headers=headers
+        ) as answer:
+            assert answer.status == 409
+            assert (await answer.json())["error"]["code"] == "VM.1010"

@@ -1,0 +1,353 @@
+"""One test suite for every ticket store; the Redis one runs against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from proxy.redis_store import (
+    RedisTicketStore,
+    TicketStoreUnavailable,
+    decode_key,
+    redis_client_from_url,
+)
+from proxy.tickets import MemoryTicketStore, Ticket, TicketStore, TicketStoreFull, new_token
+from tests.conftest import free_port, require_binary
+
+TIMEOUT = 1.0
+PASSWORD = "pw-Zq8#never-logged"
+
+
+class RedisServer:
+    """A throw-away redis-server on a loopback port that can be stopped and started again."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(
+            [self.binary, *args, "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not self._answers_ping():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # in case a test left it paused
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(require_binary("redis-server", "redis-server"), tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+class Backend:
+    """Makes store "instances": for Redis, separate clients on one server, as separate proxies."""
+
+    def __init__(self, kind: str, server: RedisServer | None) -> None:
+        self.kind = kind
+        self.server = server
+        self.memory = MemoryTicketStore()
+        self.opened: list[TicketStore] = []
+
+    def instance(self, encrypt_key: bytes | None = None, url: str | None = None) -> TicketStore:
+        if self.server is None:
+            return self.memory
+        client = redis_client_from_url(url or self.server.url, TIMEOUT)
+        store = RedisTicketStore(client, timeout=TIMEOUT, encrypt_key=encrypt_key)
+        self.opened.append(store)
+        return store
+
+    async def close(self) -> None:
+        for store in self.opened:
+            await store.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    server = request.getfixturevalue("redis_server") if request.param == "redis" else None
+    made = Backend(request.param, server)
+    yield made
+    await made.close()
+
+
+@pytest.fixture
+async def redis_backend(redis_server: RedisServer) -> AsyncIterator[Backend]:
+    made = Backend("redis", redis_server)
+    yield made
+    await made.close()
+
+
+@pytest.fixture
+async def admin(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A plain client for looking at what the store left in Redis."""
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+def ticket(ttl: float = 30.0, password: str | None = None) -> Ticket:
+    return Ticket("vm-1", "127.0.0.1", 5901, "vnc", time.time() + ttl, password)
+
+
+# --- every backend ---------------------------------------------------------------------------
+
+
+async def test_put_then_redeem_returns_the_ticket(backend: Backend) -> None:
+    store, token, minted = backend.instance(), new_token(), ticket()
+    await store.put(token, minted)
+    assert await store.redeem(token) == minted
+
+
+async def test_a_ticket_is_redeemed_once(backend: Backend) -> None:
+    store, token = backend.instance(), new_token()
+    await store.put(token, ticket())
+    assert await store.redeem(token) is not None
+    assert await store.redeem(token) is None
+
+
+async def test_unknown_token_redeems_nothing(backend: Backend) -> None:
+    assert await backend.instance().redeem(new_token()) is None
+
+
+async def test_expired_ticket_is_refused(backend: Backend) -> None:
+    store, token = backend.instance(), new_token()
+    await store.put(token, ticket(ttl=0.2))
+    await asyncio.sleep(0.4)
+    assert await store.redeem(token) is None
+
+
+async def test_ticket_minted_already_expired_is_refused(backend: Backend) -> None:
+    store, token = backend.instance(), new_token()
+    await store.put(token, ticket(ttl=-1.0))
+    assert await store.redeem(token) is None
+
+
+async def test_two_instances_racing_redeem_exactly_one_wins(backend: Backend) -> None:
+    first, second = backend.instance(), backend.instance()
+    tokens = [new_token() for _ in range(20)]
+    for token in tokens:
+        await first.put(token, ticket())
+    for token in tokens:
+        attempts = [store.redeem(token) for _ in range(8) for store in (first, second)]
+        results = await asyncio.gather(*attempts)
+        assert sum(result is not None for result in results) == 1
+
+
+async def test_ticket_minted_on_one_instance_redeems_on_another(backend: Backend) -> None:
+    first, second, token = backend.instance(), backend.instance(), new_token()
+    await first.put(token, ticket(password=PASSWORD))
+    assert (redeemed := await second.redeem(token)) is not None
+    assert redeemed.password == PASSWORD
+
+
+async def test_password_survives_but_stays_out_of_repr_and_logs(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    store, token = backend.instance(encrypt_key=os.urandom(32)), new_token()
+    await store.put(token, ticket(password=PASSWORD))
+    redeemed = await store.redeem(token)
+    assert redeemed is not None and redeemed.password == PASSWORD
+    assert PASSWORD not in repr(redeemed) and PASSWORD not in repr(store)
+    assert PASSWORD not in caplog.text and token not in caplog.text
+
+
+async def test_ticket_without_password_keeps_none(backend: Backend) -> None:
+    store, token = backend.instance(encrypt_key=os.urandom(16)), new_token()
+    await store.put(token, ticket())
+    assert (redeemed := await store.redeem(token)) is not None
+    assert redeemed.password is None
+
+
+# --- Redis only ------------------------------------------------------------------------------
+
+
+async def test_redis_expires_the_entry(redis_backend: Backend, admin: Redis) -> None:
+    store, token = redis_backend.instance(), new_token()
+    await store.put(token, ticket(ttl=5.0))
+    assert 4000 < await admin.pttl(f"console-proxy:ticket:{token}") <= 5000
+    await store.put(token, ticket(ttl=0.1))
+    await asyncio.sleep(0.3)
+    assert await admin.exists(f"console-proxy:ticket:{token}") == 0
+
+
+async def test_password_is_encrypted_at_rest_when_a_key_is_set(
+    redis_backend: Backend, admin: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = os.urandom(32)
+    minting, peer = redis_backend.instance(key), redis_backend.instance(key)
+    stranger, keyless = redis_backend.instance(os.urandom(32)), redis_backend.instance()
+    tokens = [new_token() for _ in range(3)]
+    for token in tokens:
+        await minting.put(token, ticket(password=PASSWORD))
+    raw = await admin.get(f"console-proxy:ticket:{tokens[0]}")
+    assert raw is not None and PASSWORD.encode() not in raw
+    assert (redeemed := await peer.redeem(tokens[0])) is not None
+    assert redeemed.password == PASSWORD
+    assert await stranger.redeem(tokens[1]) is None
+    assert await keyless.redeem(tokens[2]) is None
+    assert "encrypt_key" in caplog.text and PASSWORD not in caplog.text
+
+
+async def test_sealed_password_is_bound_to_its_token(redis_backend: Backend, admin: Redis) -> None:
+    store = redis_backend.instance(os.urandom(32))
+    token, other = new_token(), new_token()
+    await store.put(token, ticket(password=PASSWORD))
+    raw = await admin.get(f"console-proxy:ticket:{token}")
+    assert raw is not None
+    await admin.set(f"console-proxy:ticket:{other}", raw, px=30_000)
+    assert await store.redeem(other) is None
+
+
+async def test_without_a_key_the_password_is_stored_in_clear(
+    redis_backend: Backend, admin: Redis
+) -> None:
+    # Documented: without encrypt_key only Redis's own access control protects the password.
+    store, token = redis_backend.instance(), new_token()
+    await store.put(token, ticket(password=PASSWORD))
+    raw = await admin.get(f"console-proxy:ticket:{token}")
+    assert raw is not None and PASSWORD.encode() in raw
+
+
+async def test_unreadable_entry_is_refused(
+    redis_backend: Backend, admin: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = new_token()
+    await admin.set(f"console-proxy:ticket:{token}", b"{not json", px=30_000)
+    assert await redis_backend.instance().redeem(token) is None
+    assert "unreadable ticket" in caplog.text
+
+
+async def test_redis_down_raises_within_the_timeout_then_recovers(
+    redis_backend: Backend, redis_server: RedisServer
+) -> None:
+    store = redis_backend.instance()
+    assert isinstance(store, RedisTicketStore)
+    await store.put(new_token(), ticket())  # the pool now holds a live connection
+    redis_server.stop()
+    for call in (
+        store.redeem(new_token()),
+        store.put(new_token(), ticket()),
+        store.check_reachable(),
+    ):
+        started = time.monotonic()
+        with pytest.raises(TicketStoreUnavailable) as caught:
+            await call
+        assert time.monotonic() - started < TIMEOUT + 0.3
+        assert caught.value.code == "TICKETS.UNAVAILABLE"
+    redis_server.start()  # same port
+    token = new_token()
+    await store.put(token, ticket())
+    assert await store.redeem(token) is not None
+    await store.check_reachable()
+
+
+async def test_hung_redis_times_out(redis_backend: Backend, redis_server: RedisServer) -> None:
+    store, token = redis_backend.instance(), new_token()
+    await store.put(token, ticket())
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TicketStoreUnavailable, match="timed out"):
+            await store.redeem(token)
+        assert TIMEOUT * 0.9 <= time.monotonic() - started < TIMEOUT + 0.5
+    finally:
+        redis_server.resume()
+    # The timed-out GETDEL may or may not have run; either way nothing is redeemed twice.
+    again = new_token()
+    await store.put(again, ticket())
+    assert await store.redeem(again) is not None
+
+
+async def test_redis_out_of_memory_means_store_full(redis_backend: Backend, admin: Redis) -> None:
+    await admin.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(TicketStoreFull):
+            await redis_backend.instance().put(new_token(), ticket())
+    finally:
+        await admin.config_set("maxmemory", "0")
+
+
+async def test_acl_user_limited_to_the_prefix_is_enough(
+    redis_backend: Backend, redis_server: RedisServer, admin: Redis
+) -> None:
+    # The ACL rule the module docstring recommends.
+    rule = "on >acl-secret ~console-proxy:* +set +getdel +ping +client|setname"
+    await admin.execute_command("ACL", "SETUSER", "console-proxy", *rule.split())
+    url = f"redis://console-proxy:acl-secret@127.0.0.1:{redis_server.port}/0"
+    store, token = redis_backend.instance(url=url), new_token()
+    await store.put(token, ticket(password=PASSWORD))
+    assert (redeemed := await store.redeem(token)) is not None
+    assert redeemed.password == PASSWORD
+    assert isinstance(store, RedisTicketStore)
+    await store.check_reachable()
+
+
+async def test_wrong_redis_password_is_unavailable(
+    redis_backend: Backend, redis_server: RedisServer
+) -> None:
+    store = redis_backend.instance(url=f"redis://nobody:wrong@127.0.0.1:{redis_server.port}/0")
+    with pytest.raises(TicketStoreUnavailable):
+        await store.redeem(new_token())
+
+
+def test_decode_key() -> None:
+    key = os.urandom(32)
+    assert decode_key(base64.urlsafe_b64encode(key).decode()) == key
+    assert decode_key(base64.b64encode(key).decode() + "\n") == key
+    with pytest.raises(ValueError, match="32 bytes"):
+        decode_key(base64.b64encode(b"short").decode())
+    with pytest.raises(ValueError, match="base64"):
+        decode_key("not base64!")
+
+
+def test_unavailable_error_repr() -> None:
+    error = TicketStoreUnavailable("Redis GETDEL timed out after 1 s")
+    assert repr(error).startswith("TicketStoreUnavailable(code='TICKETS.UNAVAILABLE', reason=")
