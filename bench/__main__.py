@@ -2,4 +2,8 @@ import sys
 
 from bench.run import main
 
-sys.exit(main())
+try:
+    sys.exit(main())
+except KeyboardInterrupt:
+    print("bench: interrupted; everything it started has been stopped", file=sys.stderr)
+    sys.exit(130)

@@ -57,6 +57,15 @@ class TicketsConfig:
     token_plugin: str = ""
     token_source: str = ""
     max_tickets: int = 100_000
+    # "redis" (then redis_url) or a redis:// / rediss:// URL directly.
+    redis_url: str = ""
+    redis_timeout: float = 2.0
+    redis_prefix: str = "console-proxy:"
+    # base64 of 32 bytes: console passwords are stored AES-GCM encrypted in Redis with it.
+    encrypt_key: str = ""
+    # SPICE opens one WebSocket per channel: one ticket admits this many for this long.
+    spice_channels: int = 8
+    spice_window: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,21 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """TLS from the proxy to the hypervisors (SPICE's TLS port, VNC's VeNCrypt)."""
+
+    # CA bundle that signed the hypervisors' certificates; TLS is off while it is empty.
+    ca_file: str = ""
+    # Optional client certificate and key, for hypervisors that verify their clients.
+    cert_file: str = ""
+    key_file: str = ""
+    # Hypervisors are dialled by IP: their certificates need an IP SAN, or turn this off.
+    check_hostname: bool = True
+    # VNC: use VeNCrypt (x509) when the server offers it; refuse servers that do not.
+    vnc_required: bool = False
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     # "stderr", "file:/path/to/audit.jsonl", or "" for none.
     sink: str = "stderr"
@@ -92,6 +116,7 @@ class Config:
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
 
 SECTIONS: dict[str, type[Any]] = get_type_hints(Config)
@@ -242,10 +267,7 @@ def validate(config: Config) -> None:
     _positive("zstack.timeout", config.zstack.timeout)
     _positive("tickets.ttl", config.tickets.ttl)
     _positive("tickets.max_tickets", config.tickets.max_tickets)
-    if config.tickets.store != "memory":
-        raise ConfigError(
-            "tickets.store", f"unsupported store {config.tickets.store!r} (use 'memory')"
-        )
+    _check_store(config)
     if config.tickets.token_file and config.tickets.token_plugin:
         raise ConfigError("tickets.token_file", "set either token_file or token_plugin, not both")
     if config.tickets.token_plugin and not config.tickets.token_source:
@@ -269,6 +291,40 @@ def validate(config: Config) -> None:
         TargetPolicy.parse(config.targets.allow)
     except ValueError as exc:
         raise ConfigError("targets.allow", str(exc)) from exc
+
+
+def redis_url(config: Config) -> str:
+    """The Redis URL when tickets live in Redis, else ""."""
+    store = config.tickets.store
+    if store == "redis":
+        return config.tickets.redis_url
+    return store if store.startswith(("redis://", "rediss://", "unix://")) else ""
+
+
+def _check_store(config: Config) -> None:
+    store = config.tickets.store
+    if store != "memory" and not redis_url(config) and store != "redis":
+        raise ConfigError(
+            "tickets.store",
+            f"unsupported store {store!r} (use 'memory', 'redis' or a redis:// URL)",
+        )
+    if store == "redis" and not config.tickets.redis_url:
+        raise ConfigError("tickets.redis_url", "store = 'redis' needs redis_url")
+    if config.tickets.encrypt_key:
+        from proxy.redis_store import decode_key  # late import: redis is only needed here
+
+        try:
+            decode_key(config.tickets.encrypt_key)
+        except ValueError as exc:
+            raise ConfigError("tickets.encrypt_key", str(exc)) from exc
+    _positive("tickets.redis_timeout", config.tickets.redis_timeout)
+    _positive("tickets.spice_channels", config.tickets.spice_channels)
+    _positive("tickets.spice_window", config.tickets.spice_window)
+    tls = config.tls
+    if (tls.cert_file or tls.key_file or tls.vnc_required) and not tls.ca_file:
+        raise ConfigError("tls.ca_file", "client certificates and vnc_required need ca_file")
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError("tls.key_file", "cert_file and key_file go together")
 
 
 def parse_listen(value: str, key: str = "server.listen") -> tuple[str, int]:

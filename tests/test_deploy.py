@@ -581,7 +581,8 @@ def test_kubernetes_manifests_agree_with_each_other() -> None:
     )
     toml = tomllib.loads(objects["ConfigMap"]["data"]["config.toml"])
     config = load_config(
-        env={},
+        # The Deployment brings the Redis URL from a Secret.
+        env={"CONSOLE_PROXY_TICKETS_REDIS_URL": "redis://redis:6379/0"},
         overrides={f"{s}.{k}": v for s, kv in without_redis(toml).items() for k, v in kv.items()},
     )
     pod = objects["Deployment"]["spec"]["template"]

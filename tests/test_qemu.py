@@ -28,7 +28,6 @@ from tests.conftest import make_config, write_token_file
 from tests.support.qemu import QemuVm
 from tests.support.rfb_client import (
     SECURITY_NONE,
-    SECURITY_VNC_AUTH,
     RfbClient,
     ServerInit,
 )
