@@ -30,6 +30,7 @@ METRICS = (
     Metric("rtt100_msgs_per_s", "messages/s, 100 consoles", "rtt100"),
     Metric("setup_per_s", "console setup (upgrade + first byte)/s", "setup"),
     Metric("mem_per_console_KiB", "memory per idle console, KiB", "hold", 1),
+    Metric("mem_at_goal_KiB", "memory per idle console at the concurrency goal, KiB", "hold", 1),
     Metric("held", "concurrent consoles held", "hold"),
     Metric("processes", "processes at the memory checkpoint", "hold", ratios=False),
     Metric("hold_open_per_s", "consoles opened/s while filling up", "hold"),
@@ -56,18 +57,19 @@ def metrics_of(run: dict[str, Any]) -> dict[str, float]:
 
 def _hold_metrics(system: str, result: dict[str, Any]) -> dict[str, float]:
     checkpoints = sorted((k for k in result if k.startswith("at_")), key=lambda k: int(k[3:]))
-    first = result[checkpoints[0]]
+    first, last = result[checkpoints[0]], result[checkpoints[-1]]
     before = result["memory_before"]
     # One process: RSS growth. A forking server: PSS summed over its process tree.
     kind = "rss" if system == "C" else "pss"
-    growth = first["memory"][kind] - before[kind]
     found = {
         "held": result["held"],
         "processes": first["memory"]["processes"],
         "hold_open_per_s": result["open_rate_per_s"],
     }
-    if first["open"]:
-        found["mem_per_console_KiB"] = round(growth / first["open"] / KIB, 1)
+    for key, point in (("mem_per_console_KiB", first), ("mem_at_goal_KiB", last)):
+        if point["open"]:
+            growth = point["memory"][kind] - before[kind]
+            found[key] = round(growth / point["open"] / KIB, 1)
     return found
 
 
@@ -200,6 +202,16 @@ def markdown(report: dict[str, Any]) -> str:
         cells = [_fmt(medians.get(s), metric.digits) for s in "ABC"]
         ratios = [_fmt(row.get(f"C/{s}"), 2) for s in "AB"]
         out.append(f"| {metric.label} | " + " | ".join(cells + ratios) + " |")
+    if settings["reps"] > 1:
+        out += ["", "Every repetition (A; B; C):", ""]
+        for metric in METRICS:
+            values = summary["metrics"].get(metric.key, {}).get("values", {})
+            if values:
+                each = "; ".join(
+                    ", ".join(_fmt(v, metric.digits) for v in values.get(s, [])) or "–"
+                    for s in "ABC"
+                )
+                out.append(f"- {metric.label}: {each}")
     out += ["", "## Targets (issue 6)", "", "| target | result | detail |", "|---|---|---|"]
     out += [f"| {c['target']} | {c['status']} | {c['detail']} |" for c in summary["checks"]]
     out += [

@@ -15,17 +15,18 @@ from aiohttp import web
 from proxy import views
 from proxy.audit import AuditLog
 from proxy.closecodes import Close
-from proxy.config import Config
-from proxy.consoles import ConsoleService
+from proxy.config import Config, redis_url
+from proxy.consoles import ConsoleService, TicketPolicy
 from proxy.errors import ApiError
 from proxy.forwarded import forwarded_middleware
 from proxy.keys import AUDIT, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY, ZSTACK
 from proxy.limits import RateLimiter
 from proxy.metrics import Metrics
 from proxy.registry import ConsoleRegistry
+from proxy.signed_tickets import TicketSigner, decode_signing_keys
 from proxy.static_tokens import StaticTokens
 from proxy.targets import TargetPolicy
-from proxy.tickets import MemoryTicketStore
+from proxy.tickets import MemoryTicketStore, TicketStore
 from proxy.websocket import websockify
 from proxy.zstack import ZStackClient
 
@@ -82,18 +83,37 @@ def add_routes(app: web.Application, base: str, root: Path) -> None:
 
 async def zstack_client(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    tickets = config.tickets
     async with aiohttp.ClientSession() as http:
         app[ZSTACK] = ZStackClient(http, config.zstack.url, config.zstack.timeout)
         app[CONSOLES] = ConsoleService(
             app[ZSTACK],
-            MemoryTicketStore(config.tickets.max_tickets),
+            ticket_store(config),
             TargetPolicy.parse(config.targets.allow),
-            config.tickets.ttl,
+            TicketPolicy(tickets.ttl, tickets.spice_channels, tickets.spice_window),
             static_tokens(config),
             app[METRICS],
+            TicketSigner(decode_signing_keys(tickets.signing_keys))
+            if tickets.signing_keys
+            else None,
         )
         yield
         await app[CONSOLES].store.close()
+
+
+def ticket_store(config: Config) -> TicketStore:
+    url = redis_url(config)
+    if not url:
+        return MemoryTicketStore(config.tickets.max_tickets)
+    from proxy.redis_store import RedisTicketStore, decode_key, redis_client_from_url
+
+    tickets = config.tickets
+    return RedisTicketStore(
+        redis_client_from_url(url, tickets.redis_timeout),
+        tickets.redis_prefix + "ticket:",
+        timeout=tickets.redis_timeout,
+        encrypt_key=decode_key(tickets.encrypt_key) if tickets.encrypt_key else None,
+    )
 
 
 def static_tokens(config: Config) -> StaticTokens | None:

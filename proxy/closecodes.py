@@ -30,7 +30,11 @@ class Close(enum.Enum):
     AUTH_FAILED = (4511, "console password rejected by the hypervisor")
     HOST_PROTOCOL = (4512, "the VM's console spoke an unexpected protocol")
     PASSWORD_UNKNOWN = (4513, "the VM's console asks for a password that ZStack did not provide")
+    TLS_UNVERIFIED = (4515, "the VM's console certificate could not be verified")
+    TLS_FAILED = (4516, "the TLS handshake with the VM's console failed")
+    TLS_REQUIRED = (4517, "the VM's console does not offer TLS, which this proxy requires")
     REVOKED = (4410, "console closed by an administrator")
+    STORE_UNAVAILABLE = (4503, "the proxy's ticket store is unavailable; try again shortly")
 
     @property
     def code(self) -> int:

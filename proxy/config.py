@@ -63,6 +63,8 @@ class TicketsConfig:
     redis_prefix: str = "console-proxy:"
     # base64 of 32 bytes: console passwords are stored AES-GCM encrypted in Redis with it.
     encrypt_key: str = ""
+    # Stateless signed tickets: base64 keys (32+ bytes); the first signs, all verify.
+    signing_keys: tuple[str, ...] = ()
     # SPICE opens one WebSocket per channel: one ticket admits this many for this long.
     spice_channels: int = 8
     spice_window: float = 15.0
@@ -317,6 +319,13 @@ def _check_store(config: Config) -> None:
             decode_key(config.tickets.encrypt_key)
         except ValueError as exc:
             raise ConfigError("tickets.encrypt_key", str(exc)) from exc
+    if config.tickets.signing_keys:
+        from proxy.signed_tickets import TicketSigner, decode_signing_keys
+
+        try:
+            TicketSigner(decode_signing_keys(config.tickets.signing_keys))
+        except ValueError as exc:
+            raise ConfigError("tickets.signing_keys", str(exc)) from exc
     _positive("tickets.redis_timeout", config.tickets.redis_timeout)
     _positive("tickets.spice_channels", config.tickets.spice_channels)
     _positive("tickets.spice_window", config.tickets.spice_window)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import dataclass
 
 from proxy.errors import ApiError
 from proxy.metrics import Metrics
+from proxy.signed_tickets import TicketSigner, is_signed
 from proxy.static_tokens import StaticTokens
 from proxy.targets import TargetPolicy
 from proxy.tickets import Ticket, TicketStore, TicketStoreFull, is_well_formed, new_token
@@ -17,6 +19,13 @@ log = logging.getLogger(__name__)
 
 VM_UUID = re.compile(r"[0-9a-f]{32}")
 PROTOCOLS = ("vnc", "spice")
+
+
+@dataclass(frozen=True)
+class TicketPolicy:
+    ttl: float
+    spice_channels: int = 8
+    spice_window: float = 15.0
 
 
 def normalize_vm_uuid(value: object) -> str:
@@ -31,8 +40,8 @@ def normalize_vm_uuid(value: object) -> str:
     return uuid
 
 
-def choose_port(address: ConsoleAddress, requested: str | None) -> tuple[str, int]:
-    """Pick the protocol and port to dial from what ZStack says the VM offers."""
+def choose_port(address: ConsoleAddress, requested: str | None) -> tuple[str, int, bool]:
+    """Pick the protocol, the port to dial and whether it is SPICE's TLS port."""
     offered = ("vnc", "spice") if address.protocol == "vncAndSpice" else (address.protocol,)
     protocol = requested or offered[0]
     if protocol not in offered:
@@ -42,11 +51,13 @@ def choose_port(address: ConsoleAddress, requested: str | None) -> tuple[str, in
             f"This VM offers a {address.protocol} console, not {protocol}.",
         )
     vdi = address.vdi
+    if protocol == "spice" and vdi.spice_tls_port:
+        return protocol, vdi.spice_tls_port, True
     fallback = address.port if len(offered) == 1 or protocol == "vnc" else None
     port = (vdi.vnc_port if protocol == "vnc" else vdi.spice_port) or fallback
     if port is None:
         raise ApiError(502, "ZSTACK.BAD_RESPONSE", f"ZStack gave no {protocol} port for this VM.")
-    return protocol, port
+    return protocol, port, False
 
 
 class ConsoleService:
@@ -55,41 +66,33 @@ class ConsoleService:
         zstack: ZStackClient,
         store: TicketStore,
         policy: TargetPolicy,
-        ttl: float,
+        tickets: TicketPolicy,
         static_tokens: StaticTokens | None = None,
         metrics: Metrics | None = None,
+        signer: TicketSigner | None = None,
     ) -> None:
         self.zstack = zstack
         self.store = store
         self.policy = policy
-        self.ttl = ttl
+        self.tickets = tickets
         self.static_tokens = static_tokens
         self.metrics = metrics or Metrics()
+        self.signer = signer
 
     async def mint(
         self, session_id: str, vm_uuid: str, protocol: str | None = None
     ) -> tuple[str, Ticket]:
         with self.metrics.zstack_seconds.labels("console-addresses").time():
             address = await self.zstack.get_console_address(session_id, vm_uuid)
-        protocol, port = choose_port(address, protocol)
-        if not self.policy.permits(address.host, port):
-            log.warning(
-                "refused console for VM %s: %s:%s outside [targets] allow",
-                vm_uuid,
-                address.host,
-                port,
-            )
-            raise ApiError(
-                403,
-                "TARGET.FORBIDDEN",
-                "The VM's console address is not in the networks this proxy may connect to.",
-                f"{address.host}:{port} is outside [targets] allow",
-            )
+        protocol, port, tls = choose_port(address, protocol)
+        self._check_target(vm_uuid, address.host, port)
         # The password rides in the ticket and stays in the proxy: the proxy itself answers
         # the hypervisor's authentication, so the browser never needs it.
         with self.metrics.zstack_seconds.labels("console-passwords").time():
             password = await self.zstack.get_console_password(session_id, vm_uuid)
-        ticket = Ticket(vm_uuid, address.host, port, protocol, time.time() + self.ttl, password)
+        ticket = self._ticket(vm_uuid, address.host, port, protocol, password, tls)
+        if self.signer is not None:
+            return self.signer.sign(ticket), ticket
         token = new_token()
         try:
             await self.store.put(token, ticket)
@@ -99,10 +102,39 @@ class ConsoleService:
             ) from None
         return token, ticket
 
+    def _check_target(self, vm_uuid: str, host: str, port: int) -> None:
+        if self.policy.permits(host, port):
+            return
+        log.warning("refused console for VM %s: %s:%s outside [targets] allow", vm_uuid, host, port)
+        raise ApiError(
+            403,
+            "TARGET.FORBIDDEN",
+            "The VM's console address is not in the networks this proxy may connect to.",
+            f"{host}:{port} is outside [targets] allow",
+        )
+
+    def _ticket(
+        self, vm_uuid: str, host: str, port: int, protocol: str, password: str | None, tls: bool
+    ) -> Ticket:
+        spice = protocol == "spice"
+        return Ticket(
+            vm_uuid,
+            host,
+            port,
+            protocol,
+            time.time() + self.tickets.ttl,
+            password,
+            uses=self.tickets.spice_channels if spice else 1,
+            window=self.tickets.spice_window if spice else 0.0,
+            tls=tls,
+        )
+
     async def redeem(self, token: str) -> Ticket | None:
-        """The ticket for ``token`` (used up if minted), or None when it admits nothing."""
+        """The ticket for ``token`` (one use of it), or None when it admits nothing."""
         if not is_well_formed(token):
             return None
+        if self.signer is not None and is_signed(token):
+            return await self._redeem_signed(self.signer, token)
         ticket = await self.store.redeem(token)
         if ticket is None and self.static_tokens is not None:
             target = await self.static_tokens.lookup(token)
@@ -110,3 +142,11 @@ class ConsoleService:
                 # Static targets are reusable, as in websockify; they carry no VM or protocol.
                 ticket = Ticket("", target[0], target[1], "raw", time.time() + 60.0)
         return ticket
+
+    async def _redeem_signed(self, signer: TicketSigner, token: str) -> Ticket | None:
+        verified = signer.verify(token)
+        if verified is None:
+            return None
+        ticket_id, ticket = verified
+        uses = await self.store.count_use(ticket_id, max(1.0, ticket.expires_at - time.time()))
+        return ticket if uses <= ticket.uses else None

@@ -3,12 +3,17 @@
 A ticket minted by one instance can be redeemed by any other; ``GETDEL`` (Redis >= 6.2) makes
 redemption single-use across all of them, and Redis itself expires unredeemed tickets (``px=``).
 
-Security: a ticket may carry the VM's console password, and it is stored as part of the ticket's
-JSON. Keep Redis on a private network, require a password or an ACL user limited to the key
-prefix (``ACL SETUSER console-proxy on >secret ~console-proxy:* +set +getdel +ping
-+client|setname``, plus ``+select`` for a database other than 0), turn off persistence or protect
-its files, and pass ``encrypt_key`` (16, 24 or 32 random bytes, the same on every instance) so
-that the password is stored AES-GCM encrypted, bound to its token.
+Security: a ticket may carry the VM's console password, and it is stored as part of the
+ticket's JSON. Keep Redis on a private network, require a password or an ACL user limited to
+the key prefix::
+
+    ACL SETUSER console-proxy on >secret ~console-proxy:* +set +get +del +incr +pexpire
+        +evalsha +eval +script|load +ping +client|setname +publish +subscribe +zadd +zrem
+        +zcount +zremrangebyscore +expire
+
+(plus ``+select`` for a database other than 0), turn off persistence or protect its files, and
+pass ``encrypt_key`` (16, 24 or 32 random bytes, the same on every instance) so that the
+password is stored AES-GCM encrypted, bound to its token.
 
 When Redis cannot be reached every call raises :class:`TicketStoreUnavailable` within about
 ``timeout`` seconds; the store never falls back to memory, which would break single use.
@@ -34,26 +39,48 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from proxy.tickets import Ticket, TicketStore, TicketStoreFull
+from proxy.tickets import Ticket, TicketStore, TicketStoreFull, TicketStoreUnavailable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "console-proxy:ticket:"
+
+# Count a use of a signed ticket's id; the first use starts the key's life (ARGV[1] ms).
+COUNT_SCRIPT = """
+local uses = redis.call('INCR', KEYS[1])
+if uses == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return uses
+"""
 NONCE_BYTES = 12
 T = TypeVar("T")
 
-
-class TicketStoreUnavailable(Exception):
-    """The ticket store cannot be reached or refused the command; the caller should answer 503."""
-
-    code = "TICKETS.UNAVAILABLE"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"TicketStoreUnavailable(code={self.code!r}, reason={self.reason!r})"
+# Use a ticket once, atomically across instances: return it as it was, and keep what remains
+# of a multi-use (SPICE) ticket, its deadline pulled in to the first use plus its window (the
+# same rule as Ticket.after_use). ARGV[1] is now in ms. Lua's cjson keeps the other fields.
+TAKE_SCRIPT = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return nil end
+local ok, t = pcall(cjson.decode, raw)
+if not ok or type(t) ~= 'table' then
+  redis.call('DEL', KEYS[1])
+  return raw
+end
+local now = tonumber(ARGV[1]) / 1000
+if t.uses and t.uses > 1 then
+  t.uses = t.uses - 1
+  if t.window and t.window > 0 then
+    t.expires_at = math.min(t.expires_at, now + t.window)
+    t.window = 0
+  end
+  local ttl = math.floor((t.expires_at - now) * 1000)
+  if ttl > 0 then
+    redis.call('SET', KEYS[1], cjson.encode(t), 'PX', ttl)
+    return raw
+  end
+end
+redis.call('DEL', KEYS[1])
+return raw
+"""
 
 
 def redis_client_from_url(url: str, timeout: float, retries: int = 3) -> Redis:
@@ -96,6 +123,8 @@ class RedisTicketStore(TicketStore):
         # An overall deadline per call: the client's retries and backoff stay inside it.
         self._timeout = timeout
         self._aead = AESGCM(encrypt_key) if encrypt_key is not None else None
+        self._take = redis.register_script(TAKE_SCRIPT)
+        self._count = redis.register_script(COUNT_SCRIPT)
 
     def __repr__(self) -> str:
         encrypted = self._aead is not None
@@ -109,13 +138,19 @@ class RedisTicketStore(TicketStore):
         await self._call("SET", self._redis.set(self._prefix + token, value, px=ttl_ms))
 
     async def redeem(self, token: str) -> Ticket | None:
-        raw = await self._call("GETDEL", self._redis.getdel(self._prefix + token))
+        now_ms = int(time.time() * 1000)
+        raw = await self._call("EVALSHA", self._take(keys=[self._prefix + token], args=[now_ms]))
         if raw is None:
             return None
         ticket = self._decode(token, raw)
         if ticket is None or ticket.expired():
             return None
         return ticket
+
+    async def count_use(self, ticket_id: str, ttl: float) -> int:
+        key = f"{self._prefix}used:{ticket_id}"
+        ttl_ms = max(1, int(ttl * 1000))
+        return int(await self._call("EVALSHA", self._count(keys=[key], args=[ttl_ms])))
 
     async def check_reachable(self) -> None:
         """Raise TicketStoreUnavailable unless Redis answers PING (for /readyz)."""

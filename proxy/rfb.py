@@ -10,6 +10,12 @@ each side's ``trailing_data``.
 No I/O happens here, in the manner of h11: feed what the peer sent to ``receive_data()``, call
 ``next_event()`` until it returns :data:`NEED_DATA` or the final :class:`SecurityComplete`, and
 write ``bytes_to_send()`` to the peer after every event.
+
+Upstream, with ``tls=True``, the proxy also speaks VeNCrypt (security type 19, described in the
+community RFB specification, rfbproto "VeNCrypt") with the x509 sub-types only: the server must
+prove its identity with a certificate. When :class:`StartTls` comes out, the caller upgrades the
+connection to TLS (verifying the certificate), calls ``tls_established()``, and goes on feeding
+what arrives over TLS.
 """
 
 from __future__ import annotations
@@ -58,6 +64,10 @@ class PasswordRequired(RemoteProtocolError):
     """The server offers only VNC Authentication and no password was given."""
 
 
+class TlsRequired(RemoteProtocolError):
+    """TLS is required (``require_tls``) but the server does not offer VeNCrypt."""
+
+
 class AuthenticationFailed(RemoteProtocolError):
     """SecurityResult said "failed" (§7.1.3); ``server_reason`` is the 3.8 reason string."""
 
@@ -89,6 +99,35 @@ class SecurityType(enum.IntEnum):
     INVALID = 0
     NONE = 1
     VNC_AUTH = 2
+    VENCRYPT = 19
+
+
+class VencryptSubtype(enum.IntEnum):
+    """VeNCrypt sub-types (rfbproto "VeNCrypt"). TLS* are anonymous TLS (no certificate, so no
+    proof of who the server is); X509* verify the server's certificate. The proxy uses X509None
+    and X509Vnc only."""
+
+    PLAIN = 256
+    TLS_NONE = 257
+    TLS_VNC = 258
+    TLS_PLAIN = 259
+    X509_NONE = 260
+    X509_VNC = 261
+    X509_PLAIN = 262
+    TLS_SASL = 263
+    X509_SASL = 264
+
+
+ANONYMOUS_TLS = frozenset(
+    {
+        VencryptSubtype.TLS_NONE,
+        VencryptSubtype.TLS_VNC,
+        VencryptSubtype.TLS_PLAIN,
+        VencryptSubtype.TLS_SASL,
+    }
+)
+VENCRYPT_VERSION = (0, 2)
+MAX_SUBTYPES = 255
 
 
 @dataclass(frozen=True)
@@ -100,14 +139,26 @@ class VersionAgreed:
 
 
 @dataclass(frozen=True)
+class StartTls:
+    """VeNCrypt: the server accepted ``subtype``; upgrade the connection to TLS now, verifying
+    the server's certificate, then call ``tls_established()`` and feed what arrives over TLS."""
+
+    subtype: VencryptSubtype
+
+
+@dataclass(frozen=True)
 class SecurityComplete:
-    """Security settled (§7.1.2–§7.1.3); what follows is ClientInit (§7.3.1), in trailing_data."""
+    """Security settled (§7.1.2–§7.1.3); what follows is ClientInit (§7.3.1), in trailing_data.
+
+    ``subtype`` is the VeNCrypt sub-type when ``security_type`` is VENCRYPT (the stream is TLS).
+    """
 
     version: RfbVersion
     security_type: SecurityType
+    subtype: VencryptSubtype | None = None
 
 
-Event: TypeAlias = VersionAgreed | SecurityComplete
+Event: TypeAlias = VersionAgreed | StartTls | SecurityComplete
 
 
 class NeedData(enum.Enum):
@@ -124,6 +175,11 @@ class UpstreamState(enum.Enum):
     AWAIT_VERSION = enum.auto()
     AWAIT_SECURITY_TYPE = enum.auto()  # 3.3: the server decides
     AWAIT_SECURITY_TYPES = enum.auto()  # 3.7+: the server offers a list
+    AWAIT_VENCRYPT_VERSION = enum.auto()
+    AWAIT_VENCRYPT_ACK = enum.auto()
+    AWAIT_SUBTYPES = enum.auto()
+    AWAIT_SUBTYPE_ACK = enum.auto()
+    AWAIT_TLS = enum.auto()  # StartTls is out; the caller calls tls_established()
     AWAIT_CHALLENGE = enum.auto()
     AWAIT_RESULT = enum.auto()
     DONE = enum.auto()
@@ -149,9 +205,22 @@ UPSTREAM_TRANSITIONS: dict[UpstreamState, frozenset[UpstreamState]] = {
     # §7.1.1: the server's version picks the §7.1.2 variant: 3.3 decides, 3.7+ offers a list.
     _Up.AWAIT_VERSION: frozenset({_Up.AWAIT_SECURITY_TYPE, _Up.AWAIT_SECURITY_TYPES}),
     # §7.1.2 (3.3, Appendix A): None has no SecurityResult in 3.3; VNC auth is §7.2.2.
-    _Up.AWAIT_SECURITY_TYPE: frozenset({_Up.DONE, _Up.AWAIT_CHALLENGE}),
+    _Up.AWAIT_SECURITY_TYPE: frozenset({_Up.DONE, _Up.AWAIT_CHALLENGE, _Up.AWAIT_VENCRYPT_VERSION}),
     # §7.1.2 (3.7+): None has a SecurityResult in 3.8 only (§7.2.1); VNC auth is §7.2.2.
-    _Up.AWAIT_SECURITY_TYPES: frozenset({_Up.DONE, _Up.AWAIT_RESULT, _Up.AWAIT_CHALLENGE}),
+    _Up.AWAIT_SECURITY_TYPES: frozenset(
+        {_Up.DONE, _Up.AWAIT_RESULT, _Up.AWAIT_CHALLENGE, _Up.AWAIT_VENCRYPT_VERSION}
+    ),
+    # VeNCrypt: the server's version (U8 major, U8 minor); the client answers 0.2 ...
+    _Up.AWAIT_VENCRYPT_VERSION: frozenset({_Up.AWAIT_VENCRYPT_ACK}),
+    # ... the server acknowledges with U8 0 ...
+    _Up.AWAIT_VENCRYPT_ACK: frozenset({_Up.AWAIT_SUBTYPES}),
+    # ... offers U8 count, count x U32 sub-types; the client picks one (U32) ...
+    _Up.AWAIT_SUBTYPES: frozenset({_Up.AWAIT_SUBTYPE_ACK}),
+    # ... the server accepts it with U8 1, and the TLS handshake starts (the client speaks).
+    _Up.AWAIT_SUBTYPE_ACK: frozenset({_Up.AWAIT_TLS}),
+    # Inside TLS: X509Vnc is VNC auth (§7.2.2); X509None goes straight to the SecurityResult,
+    # which VeNCrypt servers send in every RFB version.
+    _Up.AWAIT_TLS: frozenset({_Up.AWAIT_CHALLENGE, _Up.AWAIT_RESULT}),
     # §7.2.2: challenge answered, the SecurityResult follows in every version.
     _Up.AWAIT_CHALLENGE: frozenset({_Up.AWAIT_RESULT}),
     # §7.1.3: OK ends the handshake; the server now waits for ClientInit (§7.3.1).
@@ -332,19 +401,48 @@ class UpstreamHandshake(_Handshake):
     """The proxy as RFB client: authenticate to the VNC server, stop before ClientInit.
 
     With a ``password``, VNC Authentication is chosen when offered, else None; without one,
-    only None. ``max_version`` caps the version the proxy answers (for quirky servers, tests).
+    only None. With ``tls`` (the caller can verify the server's certificate), VeNCrypt is
+    preferred over both when offered, with X509Vnc or X509None inside; ``require_tls`` refuses
+    servers that do not offer it. ``max_version`` caps the version the proxy answers (for
+    quirky servers, tests).
     """
 
     _peer = "the VNC server"
 
     def __init__(
-        self, password: str | None = None, *, max_version: RfbVersion = RfbVersion.V3_8
+        self,
+        password: str | None = None,
+        *,
+        max_version: RfbVersion = RfbVersion.V3_8,
+        tls: bool = False,
+        require_tls: bool = False,
     ) -> None:
         super().__init__()
+        if require_tls and not tls:
+            raise LocalProtocolError("require_tls needs tls")
         self._password = password
         self._max_version = max_version
+        self._tls = tls
+        self._require_tls = require_tls
         self._security = SecurityType.INVALID
+        self._subtype: VencryptSubtype | None = None
+        self._answered_challenge = False
         self.state = UpstreamState.AWAIT_VERSION
+
+    def tls_established(self) -> None:
+        """Say that the connection is now TLS with a verified server; continue the handshake."""
+        if self.state is not UpstreamState.AWAIT_TLS or self._events:
+            raise LocalProtocolError("tls_established() is only valid right after StartTls")
+        if self._subtype is VencryptSubtype.X509_VNC:
+            self._goto(UpstreamState.AWAIT_CHALLENGE)
+        else:
+            self._goto(UpstreamState.AWAIT_RESULT)
+
+    def receive_data(self, data: bytes) -> None:
+        if self.state is UpstreamState.AWAIT_TLS:
+            # Bytes here would be plaintext posing as TLS data: the caller must not feed them.
+            raise LocalProtocolError("start TLS and call tls_established() before feeding data")
+        super().receive_data(data)
 
     def _goto(self, state: UpstreamState) -> None:
         if state not in UPSTREAM_TRANSITIONS[self.state]:
@@ -363,13 +461,18 @@ class UpstreamHandshake(_Handshake):
     def _complete(self, security_type: SecurityType) -> None:
         assert self.version is not None
         self._goto(UpstreamState.DONE)
-        self._events.append(SecurityComplete(self.version, security_type))
+        self._events.append(SecurityComplete(self.version, security_type, self._subtype))
 
     def _parse(self) -> bool:
         handler = {
             _Up.AWAIT_VERSION: self._on_version,
             _Up.AWAIT_SECURITY_TYPE: self._on_security_type,
             _Up.AWAIT_SECURITY_TYPES: self._on_security_types,
+            _Up.AWAIT_VENCRYPT_VERSION: self._on_vencrypt_version,
+            _Up.AWAIT_VENCRYPT_ACK: self._on_vencrypt_ack,
+            _Up.AWAIT_SUBTYPES: self._on_subtypes,
+            _Up.AWAIT_SUBTYPE_ACK: self._on_subtype_ack,
+            _Up.AWAIT_TLS: self._on_tls,
             _Up.AWAIT_CHALLENGE: self._on_challenge,
             _Up.AWAIT_RESULT: self._on_result,
         }[self.state]
@@ -408,11 +511,18 @@ class UpstreamHandshake(_Handshake):
             return False
         if chosen == SecurityType.INVALID:
             return self._refused(_U32.size)
+        if chosen == SecurityType.VENCRYPT and self._tls:
+            self._take(_U32.size)
+            self._security = SecurityType.VENCRYPT
+            self._goto(UpstreamState.AWAIT_VENCRYPT_VERSION)
+            return True
+        self._check_tls_optional([chosen])
         if chosen == SecurityType.VNC_AUTH and self._password is None:
             raise PasswordRequired("the VNC server requires a password the proxy does not have")
         if chosen not in (SecurityType.NONE, SecurityType.VNC_AUTH):
             raise RemoteProtocolError(
                 f"the VNC server requires security type {chosen}, which the proxy does not support"
+                + _tls_hint([chosen])
             )
         self._take(_U32.size)
         self._security = SecurityType(chosen)
@@ -434,7 +544,9 @@ class UpstreamHandshake(_Handshake):
             return False
         chosen = self._security = self._choose(list(data[1:]))
         self._send(_Message.SECURITY, _U8.pack(chosen))
-        if chosen == SecurityType.VNC_AUTH:
+        if chosen == SecurityType.VENCRYPT:
+            self._goto(UpstreamState.AWAIT_VENCRYPT_VERSION)
+        elif chosen == SecurityType.VNC_AUTH:
             self._goto(UpstreamState.AWAIT_CHALLENGE)
         elif self.version is RfbVersion.V3_8:
             self._goto(UpstreamState.AWAIT_RESULT)
@@ -442,17 +554,103 @@ class UpstreamHandshake(_Handshake):
             self._complete(SecurityType.NONE)
         return True
 
+    def _check_tls_optional(self, offered: list[int]) -> None:
+        if self._require_tls:
+            raise TlsRequired(
+                "the VNC server does not offer VeNCrypt (TLS), which [tls] vnc_required "
+                f"demands (offered: {_listed(offered)})"
+            )
+
     def _choose(self, offered: list[int]) -> SecurityType:
+        if self._tls and SecurityType.VENCRYPT in offered:
+            return SecurityType.VENCRYPT
+        self._check_tls_optional(offered)
         if self._password is not None and SecurityType.VNC_AUTH in offered:
             return SecurityType.VNC_AUTH
         if SecurityType.NONE in offered:
             return SecurityType.NONE
         if SecurityType.VNC_AUTH in offered:
             raise PasswordRequired("the VNC server requires a password the proxy does not have")
-        listed = ", ".join(str(kind) for kind in offered)
         raise RemoteProtocolError(
-            f"the VNC server offers no supported security type (offered: {listed})"
+            f"the VNC server offers no supported security type (offered: {_listed(offered)})"
+            + _tls_hint(offered)
         )
+
+    def _on_vencrypt_version(self) -> bool:
+        """VeNCrypt: the server's highest version; 0.2 is the one with U32 sub-types."""
+        data = self._take(2)
+        if data is None:
+            return False
+        if (data[0], data[1]) < VENCRYPT_VERSION:
+            raise RemoteProtocolError(
+                f"the VNC server speaks VeNCrypt {data[0]}.{data[1]}; the proxy needs 0.2"
+            )
+        self._send(_Message.SECURITY, bytes(VENCRYPT_VERSION))
+        self._goto(UpstreamState.AWAIT_VENCRYPT_ACK)
+        return True
+
+    def _on_vencrypt_ack(self) -> bool:
+        data = self._take(_U8.size)
+        if data is None:
+            return False
+        if data[0] != 0:
+            raise RemoteProtocolError("the VNC server refused VeNCrypt version 0.2")
+        self._goto(UpstreamState.AWAIT_SUBTYPES)
+        return True
+
+    def _on_subtypes(self) -> bool:
+        count = self._peek_u8()
+        if count is None:
+            return False
+        if count == 0:
+            raise RemoteProtocolError("the VNC server offers no VeNCrypt sub-type")
+        data = self._take(_U8.size + count * _U32.size)
+        if data is None:
+            return False
+        offered = [value for (value,) in _U32.iter_unpack(data[_U8.size :])]
+        self._subtype = self._choose_subtype(offered)
+        self._send(_Message.SECURITY, _U32.pack(self._subtype))
+        self._goto(UpstreamState.AWAIT_SUBTYPE_ACK)
+        return True
+
+    def _choose_subtype(self, offered: list[int]) -> VencryptSubtype:
+        if self._password is not None and VencryptSubtype.X509_VNC in offered:
+            return VencryptSubtype.X509_VNC
+        if VencryptSubtype.X509_NONE in offered:
+            return VencryptSubtype.X509_NONE
+        if VencryptSubtype.X509_VNC in offered:
+            raise PasswordRequired("the VNC server requires a password the proxy does not have")
+        listed = ", ".join(_subtype_name(value) for value in offered)
+        if any(value in ANONYMOUS_TLS for value in offered):
+            raise RemoteProtocolError(
+                "the VNC server offers only anonymous TLS or unsupported VeNCrypt sub-types "
+                f"({listed}); anonymous TLS does not prove the server's identity, so the proxy "
+                "refuses it"
+            )
+        raise RemoteProtocolError(
+            f"the VNC server offers no supported VeNCrypt sub-type ({listed})"
+        )
+
+    def _on_subtype_ack(self) -> bool:
+        data = self._take(_U8.size)
+        if data is None:
+            return False
+        assert self._subtype is not None
+        if data[0] != 1:
+            raise RemoteProtocolError(
+                f"the VNC server rejected the VeNCrypt sub-type {_subtype_name(self._subtype)}"
+            )
+        if self._buffer:
+            # The client speaks first in TLS; anything here is plaintext that is not to be trusted.
+            raise RemoteProtocolError(
+                "the VNC server sent unexpected data before the TLS handshake"
+            )
+        self._goto(UpstreamState.AWAIT_TLS)
+        self._events.append(StartTls(self._subtype))
+        return True
+
+    def _on_tls(self) -> bool:
+        raise LocalProtocolError("start TLS and call tls_established() first")
 
     def _on_challenge(self) -> bool:
         """§7.2.2: DES-encrypt the 16-byte challenge with the password."""
@@ -461,6 +659,7 @@ class UpstreamHandshake(_Handshake):
             return False
         assert self._password is not None
         self._send(_Message.RESPONSE, vnc_auth_response(self._password, challenge))
+        self._answered_challenge = True
         self._goto(UpstreamState.AWAIT_RESULT)
         return True
 
@@ -474,11 +673,30 @@ class UpstreamHandshake(_Handshake):
             self._complete(self._security)
             return True
         if self.version is not RfbVersion.V3_8:
-            raise AuthenticationFailed("the VNC server rejected the console password")
+            if self._answered_challenge:
+                raise AuthenticationFailed("the VNC server rejected the console password")
+            raise AuthenticationFailed("the VNC server refused the authentication")
         reason = self._take_string(_U32.size)
         if reason is None:
             return False
         raise AuthenticationFailed(reason or "the VNC server refused the authentication", reason)
+
+
+def _listed(offered: list[int]) -> str:
+    return ", ".join(str(kind) for kind in offered)
+
+
+def _tls_hint(offered: list[int]) -> str:
+    if SecurityType.VENCRYPT in offered:
+        return "; it wants TLS (VeNCrypt): set [tls] ca_file to let the proxy verify it"
+    return ""
+
+
+def _subtype_name(value: int) -> str:
+    try:
+        return f"{VencryptSubtype(value).name} ({value})"
+    except ValueError:
+        return str(value)
 
 
 class DownstreamHandshake(_Handshake):

@@ -15,6 +15,7 @@ from proxy.closecodes import Close
 from proxy.consoles import PROTOCOLS, normalize_vm_uuid
 from proxy.errors import ApiError
 from proxy.keys import CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY, ZSTACK
+from proxy.tickets import TicketStoreUnavailable
 from proxy.zstack import ZStackError
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,11 @@ async def mint_console(request: web.Request) -> web.Response:
     except ZStackError as exc:
         request.app[METRICS].zstack_errors.labels(exc.code).inc()
         raise ApiError(exc.status, exc.code, exc.description, exc.details) from None
+    except TicketStoreUnavailable as exc:
+        log.error("ticket store unavailable: %s", exc.reason)
+        raise ApiError(
+            503, exc.code, "The proxy cannot store console tickets right now; try again shortly."
+        ) from None
     expires = datetime.fromtimestamp(ticket.expires_at, UTC).isoformat(timespec="seconds")
     answer = {
         "token": token,
@@ -111,9 +117,13 @@ async def revoke_vm(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    body = {"status": "ready", "zstack": "ok", "store": "ok"}
     try:
         await request.app[ZSTACK].check_reachable()
     except ZStackError as exc:
-        body = {"status": "unavailable", "zstack": exc.code}
-        return web.json_response(body, status=503)
-    return web.json_response({"status": "ready", "zstack": "ok"})
+        body.update(status="unavailable", zstack=exc.code)
+    try:
+        await request.app[CONSOLES].store.check_reachable()
+    except TicketStoreUnavailable as exc:
+        body.update(status="unavailable", store=exc.code)
+    return web.json_response(body, status=200 if body["status"] == "ready" else 503)

@@ -3,12 +3,16 @@
 The console password stays in the proxy: it answers the server's VNC Authentication challenge
 itself, then tells the browser that no security is needed. After both handshakes the streams
 are identical across RFB 3.3/3.7/3.8 (ClientInit onwards), so the bridge pumps them raw.
+
+With a TLS context the proxy takes VeNCrypt (x509) when the VM offers it, and the streams it
+was given carry TLS from then on; the browser side is unchanged (its own WebSocket's TLS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from aiohttp import WSMsgType, web
 
@@ -19,9 +23,11 @@ from proxy.rfb import (
     DownstreamHandshake,
     PasswordRequired,
     RemoteProtocolError,
+    TlsRequired,
 )
 from proxy.rfb import SecurityComplete as Done
 from proxy.rfb_driver import HandshakeTimeout, authenticate_upstream
+from proxy.tls import TlsFailure
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +38,36 @@ async def secure_vnc(
     writer: asyncio.StreamWriter,
     password: str | None,
     timeout: float,
+    *,
+    tls: ssl.SSLContext | None = None,
+    require_tls: bool = False,
+    server_hostname: str | None = None,
 ) -> tuple[bytes, bytes] | Close:
-    """Run both handshakes; return (bytes for the host, bytes for the browser) or why not."""
+    """Run both handshakes; return (bytes for the host, bytes for the browser) or why not.
+
+    ``tls``, ``require_tls`` and ``server_hostname`` are passed to
+    :func:`~proxy.rfb_driver.authenticate_upstream` (VeNCrypt); ``reader`` and ``writer`` may be
+    upgraded to TLS in place, so the bridge keeps using them.
+    """
+    if require_tls and tls is None:
+        log.error("TLS is required for VNC consoles but the proxy has no TLS context")
+        return Close.TLS_REQUIRED
     try:
-        _, from_host = await authenticate_upstream(reader, writer, password, timeout)
+        _, from_host = await authenticate_upstream(
+            reader,
+            writer,
+            password,
+            timeout,
+            tls=tls,
+            require_tls=require_tls,
+            server_hostname=server_hostname,
+        )
+    except TlsFailure as exc:
+        log.warning("TLS (VeNCrypt) with the VNC server failed: %s", exc.reason)
+        return exc.close
+    except TlsRequired as exc:
+        log.warning("%s", exc.reason)
+        return Close.TLS_REQUIRED
     except AuthenticationFailed as exc:
         log.warning("VNC server refused the console password: %s", exc.reason)
         return Close.AUTH_FAILED

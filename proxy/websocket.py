@@ -14,7 +14,7 @@ from proxy.errors import ApiError
 from proxy.keys import AUDIT, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY
 from proxy.registry import LiveConsole
 from proxy.rfb_input import ClientMessageScanner
-from proxy.tickets import Ticket
+from proxy.tickets import Ticket, TicketStoreUnavailable
 from proxy.vnc_security import secure_vnc
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,11 @@ async def _serve(request: web.Request, console: LiveConsole) -> Close:
     if len(app[REGISTRY]) > limits.max_connections:
         app[METRICS].rejected.labels("max_connections").inc()
         return Close.TOO_MANY
-    ticket = await app[CONSOLES].redeem(token_from(request))
+    try:
+        ticket = await app[CONSOLES].redeem(token_from(request))
+    except TicketStoreUnavailable as exc:
+        log.error("ticket store unavailable: %s", exc.reason)
+        return Close.STORE_UNAVAILABLE
     app[METRICS].redeems.labels("ok" if ticket else "invalid").inc()
     if ticket is None:
         return Close.TICKET_INVALID

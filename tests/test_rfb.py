@@ -236,9 +236,17 @@ def test_upstream_reason_is_made_printable(feed: str) -> None:
 @pytest.mark.parametrize(
     ("password", "server", "reason"),
     [
-        pytest.param(PASSWORD, V38.wire + b"\x02\x12\x13",
-                     "the VNC server offers no supported security type (offered: 18, 19)",
+        pytest.param(PASSWORD, V38.wire + b"\x02\x12\x05",
+                     "the VNC server offers no supported security type (offered: 18, 5)",
                      id="3.8-unsupported"),
+        pytest.param(PASSWORD, V38.wire + b"\x01\x13",
+                     "the VNC server offers no supported security type (offered: 19); it wants "
+                     "TLS (VeNCrypt): set [tls] ca_file to let the proxy verify it",
+                     id="3.8-vencrypt-without-tls"),
+        pytest.param(PASSWORD, V33.wire + u32(19),
+                     "the VNC server requires security type 19, which the proxy does not support;"
+                     " it wants TLS (VeNCrypt): set [tls] ca_file to let the proxy verify it",
+                     id="3.3-vencrypt-without-tls"),
         pytest.param(None, V37.wire + b"\x02\x13\x02",
                      "the VNC server requires a password the proxy does not have",
                      id="3.7-password-needed"),

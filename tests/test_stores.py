@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,42 @@ async def test_two_instances_racing_redeem_exactly_one_wins(backend: Backend) ->
         assert sum(result is not None for result in results) == 1
 
 
+async def test_multi_use_ticket_admits_its_uses_across_instances(backend: Backend) -> None:
+    first, second, token = backend.instance(), backend.instance(), new_token()
+    spice = replace(ticket(password=PASSWORD), protocol="spice", uses=3, window=5.0)
+    await first.put(token, spice)
+    results = await asyncio.gather(*(s.redeem(token) for _ in range(5) for s in (first, second)))
+    used = [r for r in results if r is not None]
+    assert len(used) == 3
+    assert all(r.password == PASSWORD and r.protocol == "spice" for r in used)
+    assert await first.redeem(token) is None
+
+
+async def test_multi_use_window_starts_at_first_use(backend: Backend) -> None:
+    store, token = backend.instance(), new_token()
+    await store.put(token, replace(ticket(), uses=5, window=0.3))
+    assert await store.redeem(token) is not None
+    assert await store.redeem(token) is not None
+    await asyncio.sleep(0.5)
+    assert await store.redeem(token) is None
+
+
+async def test_signed_ticket_uses_are_counted_across_instances(backend: Backend) -> None:
+    first, second = backend.instance(), backend.instance()
+    assert await first.count_use("jti-1", 5.0) == 1
+    assert await second.count_use("jti-1", 5.0) == 2
+    assert await second.count_use("jti-2", 5.0) == 1
+    counts = await asyncio.gather(*(s.count_use("jti-3", 5.0) for s in (first, second) * 5))
+    assert sorted(counts) == list(range(1, 11))
+
+
+async def test_signed_ticket_use_counts_expire(backend: Backend) -> None:
+    store = backend.instance()
+    assert await store.count_use("jti-x", 0.2) == 1
+    await asyncio.sleep(0.4)
+    assert await store.count_use("jti-x", 0.2) == 1
+
+
 async def test_ticket_minted_on_one_instance_redeems_on_another(backend: Backend) -> None:
     first, second, token = backend.instance(), backend.instance(), new_token()
     await first.put(token, ticket(password=PASSWORD))
@@ -319,7 +356,10 @@ async def test_acl_user_limited_to_the_prefix_is_enough(
     redis_backend: Backend, redis_server: RedisServer, admin: Redis
 ) -> None:
     # The ACL rule the module docstring recommends.
-    rule = "on >acl-secret ~console-proxy:* +set +getdel +ping +client|setname"
+    rule = (
+        "on >acl-secret ~console-proxy:* +set +get +del +incr +pexpire +evalsha +eval +script|load"
+        " +ping +client|setname"
+    )
     await admin.execute_command("ACL", "SETUSER", "console-proxy", *rule.split())
     url = f"redis://console-proxy:acl-secret@127.0.0.1:{redis_server.port}/0"
     store, token = redis_backend.instance(url=url), new_token()
