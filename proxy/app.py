@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import mimetypes
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,22 +13,25 @@ import aiohttp
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from redis.asyncio import Redis
 
 from proxy import views
 from proxy.audit import AuditLog
 from proxy.closecodes import Close
+from proxy.cluster import REFRESH_EVERY, ClusterState
 from proxy.config import Config, redis_url
 from proxy.consoles import ConsoleService, TicketPolicy
 from proxy.errors import ApiError
 from proxy.forwarded import forwarded_middleware
-from proxy.keys import AUDIT, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY, ZSTACK
+from proxy.keys import AUDIT, CLUSTER, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY, ZSTACK
 from proxy.limits import RateLimiter
 from proxy.metrics import Metrics
+from proxy.redis_store import RedisTicketStore, decode_key, redis_client_from_url
 from proxy.registry import ConsoleRegistry
 from proxy.signed_tickets import TicketSigner, decode_signing_keys
 from proxy.static_tokens import StaticTokens
 from proxy.targets import TargetPolicy
-from proxy.tickets import MemoryTicketStore, TicketStore
+from proxy.tickets import MemoryTicketStore, TicketStore, TicketStoreUnavailable
 from proxy.websocket import websockify
 from proxy.zstack import ZStackClient
 
@@ -84,11 +89,12 @@ def add_routes(app: web.Application, base: str, root: Path) -> None:
 async def zstack_client(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     tickets = config.tickets
+    redis = redis_client(config)
     async with aiohttp.ClientSession() as http:
         app[ZSTACK] = ZStackClient(http, config.zstack.url, config.zstack.timeout)
         app[CONSOLES] = ConsoleService(
             app[ZSTACK],
-            ticket_store(config),
+            ticket_store(config, redis),
             TargetPolicy.parse(config.targets.allow),
             TicketPolicy(tickets.ttl, tickets.spice_channels, tickets.spice_window),
             static_tokens(config),
@@ -97,19 +103,52 @@ async def zstack_client(app: web.Application) -> AsyncIterator[None]:
             if tickets.signing_keys
             else None,
         )
-        yield
+        if redis is None:
+            yield
+        else:
+            async with cluster_tasks(app, ClusterState(redis, tickets.redis_prefix)):
+                yield
         await app[CONSOLES].store.close()
 
 
-def ticket_store(config: Config) -> TicketStore:
+def redis_client(config: Config) -> Redis | None:
     url = redis_url(config)
-    if not url:
-        return MemoryTicketStore(config.tickets.max_tickets)
-    from proxy.redis_store import RedisTicketStore, decode_key, redis_client_from_url
+    return redis_client_from_url(url, config.tickets.redis_timeout) if url else None
 
+
+@contextlib.asynccontextmanager
+async def cluster_tasks(app: web.Application, cluster: ClusterState) -> AsyncIterator[None]:
+    """Revocations from other instances, and lease refreshes for our consoles' VM counts."""
+    app[CLUSTER] = cluster
+    registry = app[REGISTRY]
+
+    async def refresh_leases() -> None:
+        while True:
+            await asyncio.sleep(REFRESH_EVERY)
+            with contextlib.suppress(TicketStoreUnavailable):
+                await cluster.refresh(registry.assigned())
+
+    async def revoke(vm_uuid: str) -> int:
+        return await registry.close_vm(vm_uuid, Close.REVOKED)
+
+    tasks = [
+        asyncio.create_task(cluster.listen_for_revocations(revoke)),
+        asyncio.create_task(refresh_leases()),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def ticket_store(config: Config, redis: Redis | None) -> TicketStore:
+    if redis is None:
+        return MemoryTicketStore(config.tickets.max_tickets)
     tickets = config.tickets
     return RedisTicketStore(
-        redis_client_from_url(url, tickets.redis_timeout),
+        redis,
         tickets.redis_prefix + "ticket:",
         timeout=tickets.redis_timeout,
         encrypt_key=decode_key(tickets.encrypt_key) if tickets.encrypt_key else None,

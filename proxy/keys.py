@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.audit import AuditLog
+from proxy.cluster import ClusterState
 from proxy.config import Config
 from proxy.consoles import ConsoleService
 from proxy.limits import RateLimiter
@@ -19,3 +20,4 @@ REGISTRY = web.AppKey("registry", ConsoleRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 AUDIT = web.AppKey("audit", AuditLog)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+CLUSTER = web.AppKey("cluster", ClusterState)

@@ -22,6 +22,8 @@ class LiveConsole:
     started: float = field(default_factory=time.time)
     # Set by whoever ends the console from outside (revocation, drain); the handler reports it.
     interrupted: Close | None = None
+    # Counted in the cluster-wide per-VM tally (Redis), to be released on close.
+    claimed: bool = False
 
     async def interrupt(self, reason: Close) -> None:
         if self.interrupted is None:
@@ -59,6 +61,10 @@ class ConsoleRegistry:
                     del self._by_vm[console.vm_uuid]
         if not self._all:
             self._empty.set()
+
+    def assigned(self) -> list[tuple[str, str]]:
+        """(VM, console id) of every open console that is assigned to a VM."""
+        return [(vm, c.console_id) for vm, consoles in self._by_vm.items() for c in consoles]
 
     def count_for_vm(self, vm_uuid: str) -> int:
         return len(self._by_vm.get(vm_uuid, ()))

@@ -14,7 +14,7 @@ from aiohttp import hdrs, web
 from proxy.closecodes import Close
 from proxy.consoles import PROTOCOLS, normalize_vm_uuid
 from proxy.errors import ApiError
-from proxy.keys import CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY, ZSTACK
+from proxy.keys import CLUSTER, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY, ZSTACK
 from proxy.tickets import TicketStoreUnavailable
 from proxy.zstack import ZStackError
 
@@ -111,9 +111,19 @@ async def revoke_vm(request: web.Request) -> web.Response:
     """Close every live console of a VM (e.g. on migration or stop)."""
     require_admin(request)
     vm_uuid = normalize_vm_uuid(request.match_info["uuid"])
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None:
+        try:
+            await cluster.publish_revoke(vm_uuid)
+        except TicketStoreUnavailable as exc:
+            raise ApiError(
+                503, exc.code, "Other proxy instances could not be told; try again shortly."
+            ) from None
     closed = await request.app[REGISTRY].close_vm(vm_uuid, Close.REVOKED)
-    log.info("revoked %d console(s) of VM %s", closed, vm_uuid)
-    return web.json_response({"vmUuid": vm_uuid, "closed": closed})
+    log.info("revoked %d console(s) of VM %s here", closed, vm_uuid)
+    return web.json_response(
+        {"vmUuid": vm_uuid, "closedHere": closed, "otherInstancesTold": cluster is not None}
+    )
 
 
 async def readyz(request: web.Request) -> web.Response:

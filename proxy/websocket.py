@@ -11,7 +11,7 @@ from proxy.audit import ConsoleFacts
 from proxy.bridge import Bridge, BridgeLimits, connect_host
 from proxy.closecodes import Close
 from proxy.errors import ApiError
-from proxy.keys import AUDIT, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY
+from proxy.keys import AUDIT, CLUSTER, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY
 from proxy.registry import LiveConsole
 from proxy.rfb_input import ClientMessageScanner
 from proxy.tickets import Ticket, TicketStoreUnavailable
@@ -66,9 +66,15 @@ async def websockify(request: web.Request) -> web.StreamResponse:
     metrics.active.inc()
     try:
         reason = await _serve(request, console)
+    except TicketStoreUnavailable as exc:
+        log.error("cluster state unavailable: %s", exc.reason)
+        reason = Close.STORE_UNAVAILABLE
     finally:
         registry.remove(console)
         metrics.active.dec()
+        cluster = request.app.get(CLUSTER)
+        if console.claimed and cluster is not None:
+            await cluster.release(console.vm_uuid, console.console_id)
     reason = console.interrupted or reason
     metrics.closed.labels(reason.name.lower()).inc()
     if not ws.closed:
@@ -94,7 +100,7 @@ async def _serve(request: web.Request, console: LiveConsole) -> Close:
     if ticket is None:
         return Close.TICKET_INVALID
     vm_key = ticket.vm_uuid or f"{ticket.host}:{ticket.port}"
-    if app[REGISTRY].assign_vm(console, vm_key) > limits.max_per_vm:
+    if not await _claim_vm(request, console, vm_key):
         app[METRICS].rejected.labels("max_per_vm").inc()
         return Close.TOO_MANY_FOR_VM
     if not app[CONSOLES].policy.permits(ticket.host, ticket.port):
@@ -103,6 +109,17 @@ async def _serve(request: web.Request, console: LiveConsole) -> Close:
         )
         return Close.TARGET_REFUSED
     return await _connect_and_bridge(request, console, ticket)
+
+
+async def _claim_vm(request: web.Request, console: LiveConsole, vm_key: str) -> bool:
+    """Count the console against its VM's limit: cluster-wide with Redis, else here."""
+    limit = request.app[CONFIG].limits.max_per_vm
+    local_count = request.app[REGISTRY].assign_vm(console, vm_key)
+    cluster = request.app.get(CLUSTER)
+    if cluster is None:
+        return local_count <= limit
+    console.claimed = await cluster.claim(vm_key, console.console_id, limit)
+    return console.claimed
 
 
 async def _connect_and_bridge(request: web.Request, console: LiveConsole, ticket: Ticket) -> Close:

@@ -26,8 +26,11 @@ from proxy.rfb import (
     RfbVersion,
     SecurityComplete,
     SecurityType,
+    StartTls,
+    TlsRequired,
     UpstreamHandshake,
     UpstreamState,
+    VencryptSubtype,
     VersionAgreed,
 )
 from proxy.vncauth import vnc_auth_response
@@ -363,6 +366,208 @@ def test_errors_carry_a_reason_and_a_useful_repr() -> None:
     assert isinstance(error, RfbError)
     assert repr(error) == "AuthenticationFailed('Authentication failed')"
     assert str(error) == "Authentication failed"
+
+
+# --- upstream VeNCrypt (security type 19, x509 sub-types) -------------------------------------
+
+VENCRYPT = SecurityType.VENCRYPT
+X509_NONE, X509_VNC = VencryptSubtype.X509_NONE, VencryptSubtype.X509_VNC
+
+
+def vencrypt_offer(*subtypes: int, version: bytes = b"\x00\x02") -> bytes:
+    """The server's side up to and including its acceptance of the sub-type (before TLS)."""
+    return version + b"\x00" + bytes([len(subtypes)]) + b"".join(u32(s) for s in subtypes) + b"\x01"
+
+
+def drive_tls(handshake: UpstreamHandshake, before: bytes, after: bytes, feed: str) -> Outcome:
+    """Feed ``before`` up to StartTls, "do" TLS, then feed ``after`` (what came over TLS).
+
+    Extra bytes before TLS would be plaintext posing as TLS data, so the "trailing" mode adds
+    its extra bytes after the TLS part only.
+    """
+    first = drive(handshake, before, "whole" if feed == "trailing" else feed, stop_at=StartTls)
+    assert isinstance(first.events[-1], StartTls)
+    assert handshake.state is UpstreamState.AWAIT_TLS
+    handshake.tls_established()
+    second = drive(handshake, after, feed)
+    return Outcome(first.events + second.events, first.sent + second.sent, second.complete)
+
+
+VENCRYPT_OK = [
+    # (server version, password, security types offered, sub-types offered, over TLS: server's
+    # bytes, client's bytes, the sub-type chosen)
+    pytest.param(V38, None, b"\x01\x13", [260], ok(), b"", X509_NONE, id="3.8-x509none"),
+    pytest.param(V38, PASSWORD, b"\x01\x13", [261], CHALLENGE + ok(), RESPONSE, X509_VNC,
+                 id="3.8-x509vnc"),
+    pytest.param(V37, None, b"\x01\x13", [260], ok(), b"", X509_NONE,
+                 id="3.7-x509none-has-a-result"),
+    pytest.param(V37, PASSWORD, b"\x01\x13", [261], CHALLENGE + ok(), RESPONSE, X509_VNC,
+                 id="3.7-x509vnc"),
+    pytest.param(V33, None, u32(19), [260], ok(), b"", X509_NONE, id="3.3-server-decides"),
+    # VeNCrypt is preferred over None and VNC auth; X509Vnc over X509None with a password.
+    pytest.param(V38, PASSWORD, b"\x03\x01\x02\x13", [260, 261], CHALLENGE + ok(), RESPONSE,
+                 X509_VNC, id="preferred-with-password"),
+    pytest.param(V38, None, b"\x03\x01\x02\x13", [261, 260], ok(), b"", X509_NONE,
+                 id="preferred-without-password"),
+    # Anonymous and unsupported sub-types are passed over when an x509 one is offered.
+    pytest.param(V38, PASSWORD, b"\x01\x13", [257, 258, 262, 260], ok(), b"", X509_NONE,
+                 id="x509-among-others"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("version", "password", "types", "subtypes", "server_tls", "client_tls", "subtype"),
+    VENCRYPT_OK,
+)
+def test_upstream_vencrypt_x509(
+    feed: str,
+    version: RfbVersion,
+    password: str | None,
+    types: bytes,
+    subtypes: list[int],
+    server_tls: bytes,
+    client_tls: bytes,
+    subtype: VencryptSubtype,
+) -> None:
+    handshake = UpstreamHandshake(password, tls=True)
+    outcome = drive_tls(
+        handshake, version.wire + types + vencrypt_offer(*subtypes), server_tls, feed
+    )
+    assert outcome.events == [
+        VersionAgreed(version, str(version)),
+        StartTls(subtype),
+        SecurityComplete(version, VENCRYPT, subtype),
+    ]
+    choice = b"" if version is V33 else b"\x13"
+    assert outcome.sent == version.wire + choice + b"\x00\x02" + u32(subtype) + client_tls
+    assert handshake.state is UpstreamState.DONE
+
+
+def test_upstream_vencrypt_answers_0_2_to_a_newer_server(feed: str) -> None:
+    handshake = UpstreamHandshake(tls=True)
+    server = V38.wire + b"\x01\x13" + vencrypt_offer(260, version=b"\x00\x03")
+    outcome = drive_tls(handshake, server, ok(), feed)
+    assert outcome.sent == V38.wire + b"\x13\x00\x02" + u32(260)
+
+
+def test_upstream_without_tls_ignores_vencrypt(feed: str) -> None:
+    outcome = drive(UpstreamHandshake(PASSWORD), V38.wire + b"\x02\x13\x01" + ok(), feed)
+    assert outcome.events[-1] == SecurityComplete(V38, NONE)
+
+
+@pytest.mark.parametrize(
+    ("password", "server", "reason"),
+    [
+        pytest.param(None, b"\x01\x13" + vencrypt_offer(257, 258),
+                     "the VNC server offers only anonymous TLS or unsupported VeNCrypt sub-types "
+                     "(TLS_NONE (257), TLS_VNC (258)); anonymous TLS does not prove the server's "
+                     "identity, so the proxy refuses it", id="anonymous-tls"),
+        pytest.param(PASSWORD, b"\x01\x13" + vencrypt_offer(262, 264, 999),
+                     "the VNC server offers no supported VeNCrypt sub-type (X509_PLAIN (262), "
+                     "X509_SASL (264), 999)", id="unsupported-subtypes"),
+        pytest.param(None, b"\x01\x13" + vencrypt_offer(261),
+                     "the VNC server requires a password the proxy does not have",
+                     id="x509vnc-without-password"),
+        pytest.param(None, b"\x01\x13\x00\x01",
+                     "the VNC server speaks VeNCrypt 0.1; the proxy needs 0.2", id="vencrypt-0.1"),
+        pytest.param(None, b"\x01\x13\x00\x02\x01",
+                     "the VNC server refused VeNCrypt version 0.2", id="version-refused"),
+        pytest.param(None, b"\x01\x13\x00\x02\x00\x00",
+                     "the VNC server offers no VeNCrypt sub-type", id="no-subtypes"),
+        pytest.param(None, b"\x01\x13\x00\x02\x00\x01" + u32(260) + b"\x00",
+                     "the VNC server rejected the VeNCrypt sub-type X509_NONE (260)",
+                     id="subtype-rejected"),
+    ],
+)  # fmt: skip
+def test_upstream_vencrypt_refuses(
+    feed: str, password: str | None, server: bytes, reason: str
+) -> None:
+    handshake = UpstreamHandshake(password, tls=True)
+    error = fails(handshake, V38.wire + server, feed)
+    expected = PasswordRequired if "requires a password" in reason else RemoteProtocolError
+    assert type(error) is expected
+    assert error.reason == reason
+    assert handshake.state is UpstreamState.ERROR
+
+
+def test_upstream_vencrypt_refuses_plaintext_after_the_acceptance() -> None:
+    """Bytes after the sub-type acceptance came before TLS, yet would pass as TLS data.
+
+    (When they arrive in a later read, the driver finds them in its stream buffer instead.)
+    """
+    handshake = UpstreamHandshake(tls=True)
+    handshake.receive_data(V38.wire + b"\x01\x13" + vencrypt_offer(260) + b"\x16\x03")
+    assert isinstance(handshake.next_event(), VersionAgreed)
+    with pytest.raises(RemoteProtocolError, match="unexpected data before the TLS handshake"):
+        handshake.next_event()
+    assert handshake.state is UpstreamState.ERROR
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param(V38.wire + b"\x02\x01\x02", id="3.8"),
+        pytest.param(V37.wire + b"\x01\x01", id="3.7"),
+        pytest.param(V33.wire + u32(1), id="3.3"),
+    ],
+)
+def test_upstream_require_tls_refuses_a_server_without_vencrypt(feed: str, server: bytes) -> None:
+    handshake = UpstreamHandshake(PASSWORD, tls=True, require_tls=True)
+    error = fails(handshake, server, feed)
+    assert type(error) is TlsRequired
+    assert error.reason.startswith(
+        "the VNC server does not offer VeNCrypt (TLS), which [tls] vnc_required demands (offered:"
+    )
+    # Nothing was chosen, so nothing went out in plaintext beyond the version.
+    assert handshake.bytes_to_send() == b""
+
+
+@pytest.mark.parametrize(
+    ("version", "result", "reason", "server_reason"),
+    [
+        pytest.param(V38, u32(1) + string("TLS session refused"), "TLS session refused",
+                     "TLS session refused", id="3.8"),
+        pytest.param(V37, u32(1), "the VNC server refused the authentication", None, id="3.7"),
+    ],
+)  # fmt: skip
+def test_upstream_vencrypt_failed_result(
+    feed: str, version: RfbVersion, result: bytes, reason: str, server_reason: str | None
+) -> None:
+    handshake = UpstreamHandshake(tls=True)
+    with pytest.raises(AuthenticationFailed) as caught:
+        drive_tls(handshake, version.wire + b"\x01\x13" + vencrypt_offer(260), result, feed)
+    assert caught.value.reason == reason
+    assert caught.value.server_reason == server_reason
+
+
+def test_upstream_vencrypt_wrong_password_before_3_8() -> None:
+    handshake = UpstreamHandshake(PASSWORD, tls=True)
+    with pytest.raises(AuthenticationFailed, match="rejected the console password"):
+        drive_tls(
+            handshake, V37.wire + b"\x01\x13" + vencrypt_offer(261), CHALLENGE + u32(1), "whole"
+        )
+
+
+def test_upstream_vencrypt_api_misuse() -> None:
+    with pytest.raises(LocalProtocolError, match="require_tls needs tls"):
+        UpstreamHandshake(require_tls=True)
+    handshake = UpstreamHandshake(tls=True)
+    with pytest.raises(LocalProtocolError, match="only valid right after StartTls"):
+        handshake.tls_established()
+    handshake.receive_data(V38.wire + b"\x01\x13" + vencrypt_offer(260))
+    assert isinstance(handshake.next_event(), VersionAgreed)
+    assert handshake.next_event() == StartTls(X509_NONE)
+    # Bytes now would be plaintext; the caller must upgrade first.
+    with pytest.raises(LocalProtocolError, match="start TLS"):
+        handshake.receive_data(ok())
+    with pytest.raises(LocalProtocolError, match="start TLS"):
+        handshake.next_event()
+    handshake.tls_established()
+    with pytest.raises(LocalProtocolError, match="only valid right after StartTls"):
+        handshake.tls_established()
+    assert handshake.next_event() is NEED_DATA
+    handshake.receive_data(ok())
+    assert handshake.next_event() == SecurityComplete(V38, VENCRYPT, X509_NONE)
 
 
 # --- downstream: the proxy as server for the browser ------------------------------------------

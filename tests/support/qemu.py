@@ -126,6 +126,12 @@ class QemuVm:
     :meth:`set_password`). ``vnc_tls_creds``: the id of a ``tls-creds-x509`` object given in
     ``extra_args``. ``spice``: also start SPICE on a free port, with ticketing disabled unless
     ``spice_ticketing`` is true.
+
+    TLS (see tests/support/certs.py for a matching directory): ``vnc_x509_dir`` creates a
+    ``tls-creds-x509`` object ``tls0`` from that directory (checking client certificates when
+    ``vnc_verify_peer``) and gives it to VNC, which then offers VeNCrypt only.
+    ``spice_x509_dir`` makes SPICE listen on a TLS port only: ``spice_tls_port`` (and
+    ``spice_port`` stays None).
     """
 
     def __init__(
@@ -137,16 +143,23 @@ class QemuVm:
         spice_ticketing: bool = False,
         extra_args: tuple[str, ...] | list[str] = (),
         start_timeout: float = START_TIMEOUT,
+        vnc_x509_dir: str | Path | None = None,
+        vnc_verify_peer: bool = False,
+        spice_x509_dir: str | Path | None = None,
     ) -> None:
         self.vnc_password = vnc_password
-        self.vnc_tls_creds = vnc_tls_creds
-        self.spice = spice
+        self.vnc_x509_dir = vnc_x509_dir
+        self.vnc_verify_peer = vnc_verify_peer
+        self.vnc_tls_creds = vnc_tls_creds or ("tls0" if vnc_x509_dir is not None else None)
+        self.spice_x509_dir = spice_x509_dir
+        self.spice = spice or spice_x509_dir is not None
         self.spice_ticketing = spice_ticketing
         self.extra_args = tuple(extra_args)
         self.start_timeout = start_timeout
         self.host = "127.0.0.1"
         self.vnc_port = 0
         self.spice_port: int | None = None
+        self.spice_tls_port: int | None = None
         self._binary = ""
         self._dir: Path | None = None
         self._process: asyncio.subprocess.Process | None = None
@@ -192,7 +205,10 @@ class QemuVm:
                 if spice_port is None or not clash or attempt == attempts:
                     raise
                 continue
-            self.spice_port = spice_port
+            if self.spice_x509_dir is not None:
+                self.spice_tls_port = spice_port
+            else:
+                self.spice_port = spice_port
             return
 
     def _command(self, spice_port: int | None) -> list[str]:
@@ -212,8 +228,17 @@ class QemuVm:
             "-vnc", vnc,
             "-qmp", f"unix:{self._dir / 'qmp.sock'},server,wait=off",
         ]  # fmt: skip
+        if self.vnc_x509_dir is not None:
+            verify = "on" if self.vnc_verify_peer else "off"
+            command += [
+                "-object",
+                f"tls-creds-x509,id=tls0,dir={self.vnc_x509_dir},endpoint=server,"
+                f"verify-peer={verify}",
+            ]
         if spice_port is not None:
             spice = f"port={spice_port},addr={self.host}"
+            if self.spice_x509_dir is not None:
+                spice = f"tls-port={spice_port},addr={self.host},x509-dir={self.spice_x509_dir}"
             if not self.spice_ticketing:
                 spice += ",disable-ticketing=on"
             command += ["-spice", spice]
