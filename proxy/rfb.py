@@ -314,9 +314,7 @@ class _Handshake(abc.ABC):
             while not self._events:
                 if not self._parse():
                     if self._eof:
-                        raise RemoteProtocolError(
-                            f"{self._peer} closed the connection during the RFB handshake"
-                        )
+                        raise RemoteProtocolError(self._eof_reason())
                     return NEED_DATA
         except RemoteProtocolError:
             self._error()
@@ -342,6 +340,9 @@ class _Handshake(abc.ABC):
     @abc.abstractmethod
     def _parse(self) -> bool:
         """Try to act on the buffer in the current state; False when more bytes are needed."""
+
+    def _eof_reason(self) -> str:
+        return f"{self._peer} closed the connection during the RFB handshake"
 
     @abc.abstractmethod
     def _finished(self) -> bool: ...
@@ -443,6 +444,15 @@ class UpstreamHandshake(_Handshake):
             # Bytes here would be plaintext posing as TLS data: the caller must not feed them.
             raise LocalProtocolError("start TLS and call tls_established() before feeding data")
         super().receive_data(data)
+
+    def _eof_reason(self) -> str:
+        if self._subtype is not None and self.state is not UpstreamState.AWAIT_SUBTYPE_ACK:
+            # QEMU checks the client's certificate after the TLS handshake and just hangs up.
+            return (
+                "the VNC server closed the connection right after the TLS handshake (does it "
+                "require a client certificate, [tls] cert_file, or reject the proxy's?)"
+            )
+        return super()._eof_reason()
 
     def _goto(self, state: UpstreamState) -> None:
         if state not in UPSTREAM_TRANSITIONS[self.state]:

@@ -67,9 +67,10 @@ MESSAGES: dict[int, tuple[int, LengthRule]] = {
 class ClientMessageScanner:
     """Feed it the browser's bytes after the handshake, in order; it says if input passed."""
 
-    def __init__(self) -> None:
+    def __init__(self, skip: int = 0) -> None:
         self._head = bytearray()  # the header of the message being read (at most 12 bytes)
-        self._skip = 0  # bytes of the current message still to pass
+        # Bytes of the current message still to pass; start at 1 to pass ClientInit (7.3.1).
+        self._skip = skip
         self.lost = False  # True once an unknown message made the stream unparseable
 
     def feed(self, data: bytes) -> bool:

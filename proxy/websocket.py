@@ -149,10 +149,14 @@ async def _connect_and_bridge(request: web.Request, console: LiveConsole, ticket
             prelude = await secure_vnc(
                 console.ws, reader, writer, ticket.password, limits.handshake_timeout
             )
-            bridge.is_input = ClientMessageScanner().feed
         if isinstance(prelude, Close):
             reason = prelude
             return reason
+        if ticket.protocol == "vnc":
+            # The browser's stream starts with its one-byte ClientInit, then messages.
+            scanner = ClientMessageScanner(skip=1)
+            scanner.feed(prelude[0])
+            bridge.is_input = scanner.feed
         reason = await bridge.run(*prelude)
         return reason
     finally:

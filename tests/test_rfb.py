@@ -548,6 +548,17 @@ def test_upstream_vencrypt_wrong_password_before_3_8() -> None:
         )
 
 
+def test_upstream_vencrypt_server_hanging_up_after_tls() -> None:
+    handshake = UpstreamHandshake(tls=True)
+    handshake.receive_data(V38.wire + b"\x01\x13" + vencrypt_offer(260))
+    assert handshake.next_event() == VersionAgreed(V38, "3.8")
+    assert handshake.next_event() == StartTls(X509_NONE)
+    handshake.tls_established()
+    handshake.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="right after the TLS handshake .*client cert"):
+        handshake.next_event()
+
+
 def test_upstream_vencrypt_api_misuse() -> None:
     with pytest.raises(LocalProtocolError, match="require_tls needs tls"):
         UpstreamHandshake(require_tls=True)

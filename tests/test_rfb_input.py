@@ -68,3 +68,10 @@ def test_unknown_type_gives_up_and_counts_everything_as_input() -> None:
     assert scanner.feed(bytes([77, 1, 2, 3]))
     assert scanner.lost
     assert scanner.feed(FBUR)
+
+
+def test_client_init_is_skipped_when_asked() -> None:
+    scanner = ClientMessageScanner(skip=1)
+    assert not scanner.feed(bytes([1]) + FBUR)
+    assert not scanner.lost
+    assert scanner.feed(KEY)
