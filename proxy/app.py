@@ -76,6 +76,7 @@ def add_routes(app: web.Application, base: str, root: Path) -> None:
     app.router.add_post(f"{base}/api/v1/consoles", views.mint_console)
     app.router.add_get(f"{base}/websockify", websockify)
     app.router.add_get(f"{base}/console/vnc", views.vnc_page)
+    app.router.add_get(f"{base}/console/spice", views.spice_page)
     app.router.add_get(f"{base}/healthz", views.healthz)
     app.router.add_get(f"{base}/readyz", views.readyz)
     app.router.add_get(f"{base}/metrics", views.metrics)
@@ -83,6 +84,9 @@ def add_routes(app: web.Application, base: str, root: Path) -> None:
     novnc = root / "static" / "node_modules" / "@novnc" / "novnc"
     if novnc.is_dir():
         app.router.add_static(f"{base}/static/novnc", novnc)
+    spice = root / "static" / "node_modules" / "@spice-project" / "spice-html5"
+    if spice.is_dir():
+        app.router.add_static(f"{base}/static/spice", spice)
     app.router.add_static(f"{base}/static", root / "static")
 
 

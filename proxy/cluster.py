@@ -80,18 +80,21 @@ class ClusterState:
 
     async def listen_for_revocations(self, on_revoke: OnRevoke) -> None:
         """Run until cancelled; resubscribe with backoff whenever Redis goes away."""
-        delay = 0.5
+        backoff = _Backoff()
         while True:
             try:
-                await self._listen(on_revoke)
+                await self._listen(on_revoke, backoff)
             except (RedisError, OSError) as exc:
+                delay = backoff.next()
                 log.warning("revocation channel lost (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
-    async def _listen(self, on_revoke: OnRevoke) -> None:
+    async def _listen(self, on_revoke: OnRevoke, backoff: _Backoff) -> None:
         async with self._redis.pubsub() as pubsub:
             await pubsub.subscribe(self._channel)
+            # Subscribed: a later outage starts from the shortest wait again, not where the
+            # last one left off (revocations published meanwhile are lost).
+            backoff.reset()
             async for message in pubsub.listen():
                 if message.get("type") == "message":
                     await self._on_message(message, on_revoke)
@@ -117,3 +120,19 @@ class ClusterState:
             raise TicketStoreUnavailable(f"Redis timed out after {self._timeout:g} s") from None
         except (RedisError, OSError) as exc:
             raise TicketStoreUnavailable(f"Redis failed: {exc}") from None
+
+
+class _Backoff:
+    """Doubling waits between resubscriptions: 0.5 s, 1 s, 2 s, ... up to 10 s."""
+
+    FIRST, LAST = 0.5, 10.0
+
+    def __init__(self) -> None:
+        self._next = self.FIRST
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.LAST)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.FIRST

@@ -87,6 +87,11 @@ async def vnc_page(request: web.Request) -> dict[str, Any]:
     return {"page_title": "VM console"}
 
 
+@aiohttp_jinja2.template("console_spice.html")
+async def spice_page(request: web.Request) -> dict[str, Any]:
+    return {"page_title": "VM console"}
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 

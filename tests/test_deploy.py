@@ -8,8 +8,6 @@ import datetime
 import ipaddress
 import re
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -33,6 +31,7 @@ from proxy.app import create_app
 from proxy.config import SECTIONS, ConfigError, LimitsConfig, ServerConfig, load_config
 from proxy.demo.simulator import Inventory, create_simulator_app
 from tests.conftest import echo, free_port, make_config, require_binary, write_token_file
+from tests.support.services import HAProxy, stop, wait_listening
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 REPO = DEPLOY.parent
@@ -130,29 +129,6 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 
 
 # --- processes -------------------------------------------------------------------------------
-
-
-def wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"exited with {process.returncode}: {log.read_text(errors='replace')}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"nothing listening on {port}: {log.read_text(errors='replace')}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -393,26 +369,18 @@ def test_haproxy_timeouts_outlast_the_idle_timeout() -> None:
 
 
 @pytest.fixture
-def start_haproxy(tmp_path: Path) -> Iterator[Callable[[Path, int], Path]]:
-    started: list[subprocess.Popen[bytes]] = []
+def start_haproxy() -> Iterator[Callable[[Path, int], Path]]:
+    started: list[HAProxy] = []
 
     def start(config: Path, port: int) -> Path:
-        binary = require_binary("haproxy", "haproxy")
-        log = tmp_path / "haproxy.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [binary, "-db", "-f", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={"HAPROXY_CONTAINER": "1"},
-            )
-        started.append(process)
-        wait_listening(port, process, log)
-        return log
+        balancer = HAProxy(require_binary("haproxy", "haproxy"), config, port)
+        started.append(balancer)
+        balancer.start()
+        return balancer.log
 
     yield start
-    for process in started:
-        stop(process)
+    for balancer in started:
+        balancer.stop()
 
 
 async def test_websocket_round_robin_through_haproxy_over_tls(

@@ -46,6 +46,7 @@ MINI_HEADER = 1 << 3
 OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
 PERMISSION_DENIED = 7
 SPICE_MSG_MAIN_INIT = 103
+SPICE_MSGC_DISPLAY_INIT = 101
 
 
 @functools.cache
@@ -370,7 +371,14 @@ class RawSpiceClient:
         if error:
             return int(error)
         await self.ws.send_bytes(ticket())  # no password, as the page has none
-        return int(struct.unpack("<I", await read_exactly(self.ws, 4, self.buffer))[0])
+        result = int(struct.unpack("<I", await read_exactly(self.ws, 4, self.buffer))[0])
+        if result == 0 and channel_type == DISPLAY:
+            # As spice-html5 does at once: spice-server waits for it and drops the channel (and
+            # QEMU 7.2 may crash) without it. SpiceMsgcDisplayInit: pixmap cache id and size,
+            # glz dictionary id and window size.
+            init = struct.pack("<BqBi", 1, 10 << 20, 0, 0)
+            await self.ws.send_bytes(struct.pack("<HI", SPICE_MSGC_DISPLAY_INIT, len(init)) + init)
+        return result
 
     async def read(self, count: int) -> bytes:
         return await read_exactly(self.ws, count, self.buffer)
@@ -390,12 +398,12 @@ async def test_driver_links_and_then_bridges(linked_ws: Any) -> None:
     server = FakeSpiceServer("right", early=b"hello")
     ws, results = await linked_ws(server, "right")
     client = RawSpiceClient(ws)
-    assert await client.link(DISPLAY) == 0
+    assert await client.link(CURSOR) == 0
     assert server.received == [b"right\0"]
     assert await client.read(5) == b"hello"  # sent with the link result: to_browser
     await ws.send_bytes(b"ping")
     assert await client.read(4) == b"ping"
-    assert results == [SpiceLink(DISPLAY, b"", b"hello")]
+    assert results == [SpiceLink(CURSOR, b"", b"hello")]
     await ws.close()
 
 
@@ -485,10 +493,12 @@ async def test_qemu_links_every_channel_with_the_real_password(
         # SpiceMsgMainInit starts with the session id the other channels link with.
         (session_id,) = struct.unpack_from("<I", await main.read_until(SPICE_MSG_MAIN_INIT))
         assert results == [SpiceLink(MAIN, b"", results[0].to_browser)]
-        # The sockets stay open until QEMU stops: QEMU 7.2 (Debian 12) crashes when a display
-        # channel that never sent SPICE_MSGC_DISPLAY_INIT goes away.
+        # Kept open until QEMU stops: QEMU 7.2 (spice-server 0.15.1) crashes when a display
+        # channel goes away within a moment of linking.
+        channels = []
         for channel in (DISPLAY, INPUTS, CURSOR):
             other, linked = await linked_ws(None, password, port=vm.spice_port)
+            channels.append(other)
             assert await RawSpiceClient(other).link(channel, connection_id=session_id) == 0
             assert linked == [SpiceLink(channel, b"", linked[0].to_browser)]
         # A made-up session id reaches QEMU's channel code and is refused there.

@@ -174,7 +174,8 @@ async def test_streams_keep_working_and_stay_bounded_after_vencrypt(
     over TLS, and a reader that does not read makes the server wait (bounded buffering)."""
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(pki.server_cert, pki.server_key)
-    total = 4 * 1024 * 1024
+    # More than loopback's socket buffers can hold, so that the server has to wait.
+    total = 64 * 1024 * 1024
     sent = 0
 
     async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -206,7 +207,8 @@ async def test_streams_keep_working_and_stay_bounded_after_vencrypt(
         )
         assert event == SecurityComplete(RfbVersion.V3_8, VENCRYPT, X509_NONE)
         await asyncio.sleep(0.3)
-        assert sent < total / 2  # the server was made to wait
+        assert sent < total / 2  # the server was made to wait ...
+        assert len(reader._buffer) <= 4 * 65536  # ... while the proxy holds little
         received = len(trailing)
         async with asyncio.timeout(TIMEOUT):
             while data := await reader.read(65536):
@@ -242,6 +244,7 @@ class Recorder:
         self.port = port
         self.sent = bytearray()
         self.server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
 
     async def __aenter__(self) -> Recorder:
         self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
@@ -250,6 +253,8 @@ class Recorder:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+        for writer in self._writers:
+            writer.close()
         await self.server.wait_closed()
 
     @property
@@ -258,7 +263,9 @@ class Recorder:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self._writers.append(up_writer)
 
         async def pump(
             source: asyncio.StreamReader, sink: asyncio.StreamWriter, record: bool

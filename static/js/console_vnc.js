@@ -1,20 +1,10 @@
 // The VNC console page: reads the ticket from the URL fragment, opens the WebSocket to the proxy
-// itself (so the close code and reason are ours to show) and hands it to noVNC.
-//
-// Messages to and from the embedding portal (window.parent, or window.opener for a new tab):
-//   out: {type: 'console-proxy:status', state: 'connecting'|'connected'|'disconnected', code, reason}
-//   out: {type: 'console-proxy:need-ticket'}      (tickets are single-use; "Reconnect" needs a new one)
-//   in:  {type: 'console-proxy:ticket', token}    (accepted only from that same window)
+// itself (so the close code and reason are ours to show) and hands it to noVNC. The ticket, status
+// and portal messages are shared with the SPICE page (console_common.js).
 
 import RFB from '../novnc/core/rfb.js';
-import { closeMessage } from './closecodes.js';
+import { $, CLOSE_EVENT_GRACE_MS, ConsolePage, websocketUrl } from './console_common.js';
 
-const TICKET_WAIT_MS = 3000;
-// After noVNC gives up, the socket's own close event may still be on its way.
-const CLOSE_EVENT_GRACE_MS = 1500;
-const AUTO_RECONNECT_DELAYS_MS = [1000, 2000, 4000];
-
-const $ = (id) => document.getElementById(id);
 const ui = {
     statusText: $('status-text'),
     screen: $('screen'),
@@ -38,72 +28,32 @@ const ui = {
     password: $('credentials-password'),
 };
 
-// The window that gave us the ticket and can mint another: the parent frame, else the opener.
-const portal = window.parent !== window ? window.parent : (window.opener || null);
-
-const options = readFragment();
-let token = options.token;      // kept in memory only; single-use, cleared once spent
 let rfb = null;
 let socket = null;
 let session = null;             // what we learn about the current connection
-let ticketTimer = null;
-let awaitingTicket = false;
-let autoReconnects = 0;
+
+const page = new ConsolePage(ui, { connect, connectedText, onStateChange });
+const options = page.options;
 
 ui.scale.value = options.scale;
 wireToolbar();
-window.addEventListener('message', onPortalMessage);
-
-if (token) {
-    connect();
-} else if (portal) {
-    // Reloaded (the ticket was taken out of the URL) or embedded without one: ask for one.
-    requestReconnect();
-} else {
-    disconnected(null, 'This page needs a console ticket. Open the console again from the portal.');
-}
+page.start();
 
 // ----- the connection ---------------------------------------------------------------------
 
-function readFragment() {
-    const params = new URLSearchParams(window.location.hash.replace(/^#/, ''));
-    const found = {
-        token: params.get('token') || '',
-        scale: ['fit', 'remote', 'none'].includes(params.get('scale')) ? params.get('scale') : 'fit',
-        viewOnly: ['1', 'true', 'yes'].includes(params.get('view_only')),
-    };
-    // Take the ticket out of the address bar (and so out of history, bookmarks, screenshots).
-    params.delete('token');
-    const rest = params.toString();
-    const url = window.location.pathname + window.location.search + (rest ? '#' + rest : '');
-    window.history.replaceState(window.history.state, '', url);
-    return found;
-}
-
-function websocketUrl() {
-    const url = new URL('../websockify', window.location.href);
-    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-    url.hash = '';
-    url.search = '';
-    return url.href;
-}
-
 function connect() {
     teardown();
-    clearTimeout(ticketTimer);
-    awaitingTicket = false;
-    const ticket = token;
-    token = '';     // a ticket opens one connection; the next one needs a fresh ticket
+    const ticket = page.takeToken();
     session = { opened: false, closeEvent: null, rfbDone: false, securityReason: '', name: '',
                 finished: false, graceTimer: null };
     const current = session;
-    setState('connecting', 'Connecting…');
+    page.setState('connecting', 'Connecting…');
 
     try {
         // The ticket rides in Sec-WebSocket-Protocol, not in the URL, so no proxy logs it.
         socket = new WebSocket(websocketUrl(), ['binary', 'token.' + ticket]);
     } catch (err) {
-        disconnected(null, 'Could not open a connection to the console proxy: ' + err.message);
+        page.disconnected(null, 'Could not open a connection to the console proxy: ' + err.message);
         return;
     }
     socket.binaryType = 'arraybuffer';
@@ -118,7 +68,7 @@ function connect() {
         rfb = new RFB(ui.screen, socket, { shared: true });
     } catch (err) {
         socket.close();
-        disconnected(null, 'The console could not start in this browser: ' + err.message);
+        page.disconnected(null, 'The console could not start in this browser: ' + err.message);
         return;
     }
     applyScale();
@@ -129,7 +79,7 @@ function connect() {
     rfb.addEventListener('disconnect', () => onRfbDisconnect(current));
     rfb.addEventListener('desktopname', (e) => {
         current.name = e.detail.name;
-        if (session === current && isConnected()) showConnected();
+        if (session === current && page.isConnected()) page.showConnected();
     });
     rfb.addEventListener('credentialsrequired', (e) => askCredentials(e.detail.types || []));
     rfb.addEventListener('securityfailure', (e) => {
@@ -144,15 +94,20 @@ function connect() {
 
 function onConnect(current) {
     if (session !== current) return;
-    autoReconnects = 0;
     hideCredentials();
-    showConnected();
+    page.showConnected();
     if (!options.viewOnly) rfb.focus({ preventScroll: true });
 }
 
-function showConnected() {
-    const name = session.name ? ' to ' + session.name : '';
-    setState('connected', 'Connected' + name + (options.viewOnly ? ' (view only)' : ''));
+function connectedText() {
+    const name = session && session.name ? ' to ' + session.name : '';
+    return 'Connected' + name + (options.viewOnly ? ' (view only)' : '');
+}
+
+function onStateChange(state) {
+    const connected = state === 'connected';
+    ui.cad.disabled = !connected || options.viewOnly;
+    ui.clipboardSendButton.disabled = !connected || options.viewOnly;
 }
 
 function onRfbDisconnect(current) {
@@ -171,22 +126,10 @@ function finish(current) {
     if (current.finished || session !== current) return;
     current.finished = true;
     clearTimeout(current.graceTimer);
-    const close = current.closeEvent || { code: null, reason: '' };
-    const restarting = close.code === 1001;
-    let text;
-    if (current.securityReason) {
-        text = 'The console refused the login: ' + current.securityReason + '.';
-    } else if (restarting && !portal) {
-        text = 'The console proxy restarted. Open the console again from the portal.';
-    } else {
-        text = closeMessage(close.code, close.reason, current.opened);
-    }
-    disconnected(close.code, text, close.reason);
-    if (restarting && portal && autoReconnects < AUTO_RECONNECT_DELAYS_MS.length) {
-        // The proxy is restarting: get a fresh ticket and try again, a few times, backing off.
-        const delay = AUTO_RECONNECT_DELAYS_MS[autoReconnects++];
-        setTimeout(() => { if (session === current) requestReconnect(); }, delay);
-    }
+    const text = current.securityReason
+        ? 'The console refused the login: ' + current.securityReason + '.'
+        : '';
+    page.finished(current.closeEvent, current.opened, text, () => session === current);
 }
 
 function teardown() {
@@ -199,97 +142,17 @@ function teardown() {
     socket = null;
 }
 
-// ----- state and status ------------------------------------------------------------------
-
-function setState(state, text, code = null, reason = '') {
-    document.body.dataset.state = state;
-    if (code === null || code === undefined) {
-        delete document.body.dataset.closeCode;
-    } else {
-        document.body.dataset.closeCode = String(code);
-    }
-    ui.statusText.textContent = text;
-    ui.statusText.title = text;
-    const connected = state === 'connected';
-    ui.cad.disabled = !connected || options.viewOnly;
-    ui.clipboardSendButton.disabled = !connected || options.viewOnly;
-    ui.overlay.hidden = state !== 'disconnected';
-    ui.overlayText.textContent = text;
-    tellPortal({ type: 'console-proxy:status', state, code, reason });
-}
-
-function disconnected(code, text, reason = '') {
-    setState('disconnected', text, code, reason);
-}
-
-function tellPortal(message) {
-    if (!portal) return;
-    try {
-        // Status carries no secret, so any embedding origin may read it.
-        portal.postMessage(message, '*');
-    } catch (err) { /* the portal went away */ }
-}
-
-// ----- reconnecting with a fresh ticket ---------------------------------------------------
-
-function requestReconnect() {
-    clearTimeout(ticketTimer);
-    if (token) {
-        connect();
-        return;
-    }
-    if (!portal) {
-        ticketUsed();
-        return;
-    }
-    awaitingTicket = true;
-    // A working connection stays up until the new ticket arrives.
-    if (isConnected()) {
-        ui.statusText.textContent = 'Asking the portal for a new console ticket…';
-    } else {
-        setState('connecting', 'Asking the portal for a new console ticket…');
-    }
-    tellPortal({ type: 'console-proxy:need-ticket' });
-    ticketTimer = setTimeout(ticketUsed, TICKET_WAIT_MS);
-}
-
-function ticketUsed() {
-    ticketTimer = null;
-    if (isConnected()) {
-        showConnected();
-        ui.statusText.textContent += '. (No new ticket: to reconnect, open the console again '
-            + 'from the portal.)';
-        return;
-    }
-    const code = document.body.dataset.closeCode;
-    disconnected(code ? Number(code) : null,
-        'This console ticket was already used. Open the console again from the portal.');
-}
-
-function isConnected() {
-    return document.body.dataset.state === 'connected';
-}
-
-function onPortalMessage(event) {
-    // Only the window that embedded or opened us may hand us a ticket, and only when asked.
-    if (!portal || event.source !== portal || !awaitingTicket) return;
-    const data = event.data;
-    if (!data || typeof data !== 'object' || data.type !== 'console-proxy:ticket') return;
-    if (typeof data.token !== 'string' || !data.token) return;
-    clearTimeout(ticketTimer);
-    ticketTimer = null;
-    awaitingTicket = false;
-    token = data.token;
-    connect();
-}
-
 // ----- toolbar ----------------------------------------------------------------------------
+
+function focusConsole() {
+    if (rfb) rfb.focus({ preventScroll: true });
+}
 
 function wireToolbar() {
     ui.cad.addEventListener('click', () => {
         if (rfb) {
             rfb.sendCtrlAltDel();
-            rfb.focus({ preventScroll: true });
+            focusConsole();
         }
     });
     ui.clipboardToggle.addEventListener('click', () => {
@@ -301,34 +164,21 @@ function wireToolbar() {
     });
     ui.clipboardForm.addEventListener('submit', (e) => {
         e.preventDefault();
-        if (!rfb || !isConnected()) return;
+        if (!rfb || !page.isConnected()) return;
         rfb.clipboardPasteFrom(ui.clipboardSend.value);
-        rfb.focus({ preventScroll: true });
+        focusConsole();
     });
     ui.scale.addEventListener('change', () => {
         options.scale = ui.scale.value;
         applyScale();
-        if (rfb) rfb.focus({ preventScroll: true });
+        focusConsole();
     });
-    ui.fullscreen.addEventListener('click', toggleFullscreen);
-    document.addEventListener('fullscreenchange', () => {
-        const on = Boolean(document.fullscreenElement);
-        ui.fullscreen.setAttribute('aria-pressed', String(on));
-        ui.fullscreen.textContent = on ? 'Exit full screen' : 'Full screen';
-    });
-    if (!document.fullscreenEnabled) {
-        ui.fullscreen.disabled = true;
-        ui.fullscreen.title = 'Full screen is not allowed here (an iframe needs allow="fullscreen")';
-    }
-    ui.reconnect.addEventListener('click', requestReconnect);
-    ui.overlayReconnect.addEventListener('click', requestReconnect);
+    page.wireCommonButtons(focusConsole);
     ui.credentialsForm.addEventListener('submit', sendCredentials);
     // Inside an iframe the page only gets keys once it has focus: a click on the console
     // area (not only on the canvas) hands the keyboard to the VM.
     ui.screen.addEventListener('mousedown', () => {
-        if (rfb && ui.credentials.hidden && isConnected()) {
-            rfb.focus({ preventScroll: true });
-        }
+        if (rfb && ui.credentials.hidden && page.isConnected()) focusConsole();
     });
 }
 
@@ -340,22 +190,13 @@ function applyScale() {
     ui.screen.dataset.scale = options.scale;
 }
 
-function toggleFullscreen() {
-    const request = document.fullscreenElement
-        ? document.exitFullscreen()
-        : document.documentElement.requestFullscreen();
-    Promise.resolve(request)
-        .then(() => { if (rfb) rfb.focus({ preventScroll: true }); })
-        .catch(() => { ui.statusText.textContent += ' (full screen was refused by the browser)'; });
-}
-
 // ----- credentials (only when the proxy does not know the console password) ---------------
 
 function askCredentials(types) {
     ui.usernameRow.hidden = !types.includes('username');
     ui.credentials.hidden = false;
     ui.overlay.hidden = true;
-    ui.statusText.textContent = 'The console asks for a password.';
+    page.setStatus('The console asks for a password.');
     (types.includes('username') ? ui.username : ui.password).focus();
 }
 
@@ -366,7 +207,7 @@ function sendCredentials(event) {
     if (!ui.usernameRow.hidden) creds.username = ui.username.value;
     ui.password.value = '';         // don't keep the password in the page
     hideCredentials();
-    ui.statusText.textContent = 'Checking the password…';
+    page.setStatus('Checking the password…');
     rfb.sendCredentials(creds);
 }
 

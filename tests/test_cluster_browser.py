@@ -1,0 +1,157 @@
+"""A console in real Chromium, inside a portal's iframe, served through HAProxy by three
+``console-proxy serve`` processes sharing Redis: the instance holding the console is SIGKILLed
+and the page reconnects through the balancer with a fresh ticket from the portal."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from proxy.demo.simulator import Inventory, create_simulator_app
+from proxy.demo.vncserver import DemoVncServer
+from tests.browser_support import (
+    PORTAL_PAGE,
+    VIEWPORT,
+    PageProblems,
+    chromium,
+    close_code,
+    console_frame,
+    status_text,
+    wait_drawn,
+    wait_state,
+)
+from tests.conftest import require_binary
+from tests.support.services import ProcessCluster, RedisServer, wait_settled
+
+pytestmark = pytest.mark.browser
+
+VM = "c1a57e4c0de000000000000000000001"
+AiohttpServer = Callable[..., Awaitable[TestServer]]
+
+
+def inventory(port: int) -> Inventory:
+    vm = {"uuid": VM, "name": "cluster-vm", "state": "Running", "hostIp": "127.0.0.1"}
+    return Inventory.from_dict(
+        {
+            "accounts": [{"name": "admin", "password": "password"}],
+            "vms": [{**vm, "protocol": "vnc", "vncPort": port, "owner": "admin"}],
+        }
+    )
+
+
+class Portal:
+    """A portal backend on its own origin: it holds a ZStack session, mints tickets through the
+    balancer and answers the console page's ``console-proxy:need-ticket`` (see PORTAL_PAGE)."""
+
+    def __init__(self, zstack_url: str) -> None:
+        self.zstack_url = zstack_url
+        self.balancer_url = ""
+        self.session = ""
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app[PORTAL] = self
+        app.router.add_get("/", _portal_page)
+        app.router.add_post("/mint", _portal_mint)
+        return app
+
+    async def mint(self) -> dict[str, Any]:
+        assert self.balancer_url, "the cluster is not running yet"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            if not self.session:
+                password = hashlib.sha512(b"password").hexdigest()
+                body = {"logInByAccount": {"accountName": "admin", "password": password}}
+                url = f"{self.zstack_url}/v1/accounts/login"
+                async with http.put(url, json=body) as answer:
+                    self.session = str((await answer.json())["inventory"]["uuid"])
+            async with http.post(
+                f"{self.balancer_url}/api/v1/consoles",
+                json={"vmUuid": VM},
+                headers={"Authorization": f"OAuth {self.session}"},
+            ) as answer:
+                ticket = await answer.json()
+                assert answer.status == 201, ticket
+                return dict(ticket)
+
+
+PORTAL = web.AppKey("cluster_portal", Portal)
+
+
+async def _portal_page(request: web.Request) -> web.Response:
+    ticket = await request.app[PORTAL].mint()
+    page = PORTAL_PAGE % {"src": html.escape(ticket["consoleUrl"], quote=True), "answer": "true"}
+    return web.Response(text=page, content_type="text/html")
+
+
+async def _portal_mint(request: web.Request) -> web.Response:
+    ticket = await request.app[PORTAL].mint()
+    return web.json_response({"token": ticket["token"]})
+
+
+async def test_console_reconnects_through_the_balancer_when_its_instance_dies(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    require_binary("chromium", "chromium")
+    redis = RedisServer(require_binary("redis-server", "redis-server"), tmp_path)
+    redis.start()
+    try:
+        async with DemoVncServer(name="cluster-vm") as vnc:
+            await reconnect_after_kill(aiohttp_server, tmp_path, redis, vnc)
+    finally:
+        redis.stop()
+
+
+async def reconnect_after_kill(
+    aiohttp_server: AiohttpServer, tmp_path: Path, redis: RedisServer, vnc: DemoVncServer
+) -> None:
+    simulator = await aiohttp_server(create_simulator_app(inventory(vnc.port)), access_log=None)
+    portal = Portal(str(simulator.make_url("/zstack")))
+    portal_server = await aiohttp_server(portal.app())
+    env = {
+        "CONSOLE_PROXY_ZSTACK_URL": portal.zstack_url,
+        "CONSOLE_PROXY_TICKETS_STORE": redis.url,
+        "CONSOLE_PROXY_SERVER_FRAME_ANCESTORS": json.dumps(
+            ["'self'", str(portal_server.make_url("/").origin())]
+        ),
+        "CONSOLE_PROXY_SERVER_DRAIN_TIMEOUT": "0",
+        "CONSOLE_PROXY_AUDIT_SINK": "",
+    }
+    async with ProcessCluster(3, env, tmp_path) as cluster, chromium() as browser:
+        portal.balancer_url = cluster.balancer.url
+        context = await browser.new_context(viewport=VIEWPORT)
+        page = await context.new_page()
+        problems = PageProblems(page)
+        await page.goto(str(portal_server.make_url("/")))
+        frame = await console_frame(page, "#console")
+        await wait_state(frame, "connected")
+        await wait_drawn(frame)
+        (holder,) = [index for index, n in (await cluster.active_consoles()).items() if n == 1]
+
+        cluster.kill(holder)
+        await wait_state(frame, "disconnected", 10_000)
+        assert await close_code(frame) == "1006"
+        assert "connection to the console proxy was lost" in await status_text(frame)
+        # Until HAProxy's health checks have taken the dead instance out of the rotation.
+        await wait_settled(f"{cluster.balancer.url}/readyz")
+        # The page reconnects by itself only after 1001 (a draining proxy), not after 1006.
+        assert await page.evaluate("window.ticketRequests") == 0
+        assert await frame.evaluate("document.body.dataset.state") == "disconnected"
+
+        await page.frame_locator("#console").locator("#btn-overlay-reconnect").click()
+        await wait_state(frame, "connected")
+        stats = await wait_drawn(frame)
+        assert (stats.width, stats.height) == (800, 480) and stats.colours > 1
+        assert await page.evaluate("window.ticketRequests") == 1
+        active = await cluster.active_consoles()
+        assert holder not in active and sum(active.values()) == 1
+        await context.close()
+        problems.check()
