@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := static/node_modules/.installed
 
-.PHONY: demo test lint unit system-deps bench clean
+.PHONY: demo test lint unit system-deps bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(STAMP)
 	test -x bench/.venv-websockify/bin/websockify || { $(PYTHON) -m venv bench/.venv-websockify \
 		&& bench/.venv-websockify/bin/pip install -q --disable-pip-version-check websockify==0.13.0; }
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Longer than the one-minute soak inside `make test`.
+soak: system-deps $(STAMP)
+	SOAK_SECONDS=300 SOAK_CONSOLES=500 $(BIN)/pytest -s -o timeout=900 tests/test_soak.py
 
 clean:
 	rm -rf $(VENV) static/node_modules .pytest_cache .mypy_cache .ruff_cache
