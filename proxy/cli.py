@@ -12,6 +12,7 @@ from typing import Any
 
 from proxy.config import Config, ConfigError, load_config
 from proxy.server import run_server
+from proxy.tuning import tune_malloc
 
 log = logging.getLogger("proxy")
 
@@ -45,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     install_uvloop()
+    tune_malloc()
     try:
         if args.command == "demo":
             from proxy.demo.run import run_demo

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import ipaddress
 import re
 import shutil
-import ssl
 import subprocess
 import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +20,31 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp.test_utils import TestServer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from proxy.app import create_app
 from proxy.config import SECTIONS, ConfigError, LimitsConfig, ServerConfig, load_config
 from proxy.demo.simulator import Inventory, create_simulator_app
 from tests.conftest import echo, free_port, make_config, require_binary, write_token_file
-from tests.support.services import HAProxy, stop, wait_listening
+from tests.support.reverse_proxies import (
+    BASE,
+    DEPLOY,
+    Nginx,
+    Tls,
+    haproxy_config,
+    make_tls,
+    nginx_setup,
+    replace_once,
+    start_nginx_process,
+)
+from tests.support.services import HAProxy, stop
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 REPO = DEPLOY.parent
-BASE = "/console-proxy"
 TOKEN = "console-token"
 # Added to the drain so that close handshakes finish (proxy/cli.py: shutdown_timeout).
 SHUTDOWN_MARGIN = 10.0
 REDIS_KEYS = ("redis_url", "encrypt_key")
 
 AiohttpServer = Callable[..., Any]
-
-
-def replace_once(text: str, old: str, new: str) -> str:
-    """Rewrite a deploy file for the test; fails loudly when the file no longer has ``old``."""
-    assert old in text, f"deploy file changed: {old!r} not found"
-    return text.replace(old, new)
 
 
 def redis_store_configurable() -> bool:
@@ -79,56 +76,12 @@ def seconds(text: str) -> float:
     return float(found.group(1)) * scale
 
 
-# --- certificates ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tls:
-    cert: Path
-    key: Path
-    bundle: Path  # HAProxy: certificate then key in one file
-
-    def client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.cert))
+# --- certificates and processes --------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    directory = tmp_path_factory.mktemp("tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "console-proxy test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    paths = Tls(directory / "cert.pem", directory / "key.pem", directory / "bundle.pem")
-    paths.cert.write_bytes(cert_pem)
-    paths.key.write_bytes(key_pem)
-    paths.bundle.write_bytes(cert_pem + key_pem)
-    return paths
-
-
-# --- processes -------------------------------------------------------------------------------
+    return make_tls(tmp_path_factory.mktemp("tls"))
 
 
 def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -138,65 +91,12 @@ def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
 # --- nginx -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Nginx:
-    binary: str
-    prefix: Path
-    conf: Path
-    https_port: int
-    http_port: int
-
-    @property
-    def globals(self) -> str:
-        return f"pid {self.prefix}/nginx.pid; error_log {self.prefix}/error.log info;"
-
-    def base_args(self) -> list[str]:
-        return [self.binary, "-p", str(self.prefix), "-e", str(self.prefix / "error.log")]
-
-
-def nginx_setup(tmp_path: Path, tls: Tls, upstream_port: int) -> Nginx:
-    binary = require_binary("nginx", "nginx")
-    https_port, http_port = free_port(), free_port()
-    site = (DEPLOY / "nginx" / "console-proxy.conf").read_text()
-    for old, new in (
-        ("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;"),
-        ("listen 80;", f"listen 127.0.0.1:{http_port};"),
-        ("    listen [::]:443 ssl http2;\n", ""),
-        ("    listen [::]:80;\n", ""),
-        ("/etc/ssl/console-proxy/fullchain.pem", str(tls.cert)),
-        ("/etc/ssl/console-proxy/privkey.pem", str(tls.key)),
-        ("/var/log/nginx/", f"{tmp_path}/"),
-        ("server 127.0.0.1:6080 ", f"server 127.0.0.1:{upstream_port} "),
-    ):
-        site = replace_once(site, old, new)
-    (tmp_path / "console-proxy.conf").write_text(site)
-    temp_paths = "".join(
-        f"    {kind}_temp_path {tmp_path}/{kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        "worker_processes 1;\n"
-        "events { worker_connections 256; }\n"
-        "http {\n"
-        f"{temp_paths}"
-        f"    access_log {tmp_path}/default.access.log;\n"
-        f"    include {tmp_path}/console-proxy.conf;\n"
-        "}\n"
-    )
-    return Nginx(binary, tmp_path, conf, https_port, http_port)
-
-
 @pytest.fixture
-def start_nginx(tmp_path: Path) -> Iterator[Callable[[Nginx], None]]:
+def start_nginx() -> Iterator[Callable[[Nginx], None]]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(nginx: Nginx) -> None:
-        log = tmp_path / "error.log"
-        args = [*nginx.base_args(), "-c", str(nginx.conf), "-g", f"{nginx.globals} daemon off;"]
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started.append(process)
-        wait_listening(nginx.https_port, process, log)
+        started.append(start_nginx_process(nginx))
 
     yield start
     for process in started:
@@ -311,25 +211,6 @@ async def test_websocket_echo_through_nginx_over_tls(
 
 
 # --- HAProxy ---------------------------------------------------------------------------------
-
-
-def haproxy_config(tmp_path: Path, tls: Tls, backends: list[int]) -> tuple[Path, int, int]:
-    https_port, http_port = free_port(), free_port()
-    text = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
-    servers = "".join(f"    server proxy{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends, 1))
-    for old, new in (
-        ("bind :80\n", f"bind 127.0.0.1:{http_port}\n"),
-        ("bind :443 ssl", f"bind 127.0.0.1:{https_port} ssl"),
-        ("/etc/haproxy/certs/console-proxy.pem", str(tls.bundle)),
-        ("    server proxy1 proxy1:6080\n    server proxy2 proxy2:6080\n", servers),
-        ("inter 5s fastinter 1s", "inter 100ms fastinter 100ms downinter 100ms"),
-        # The test machine's file limit may be lower than 2 x maxconn.
-        ("maxconn 20000", "maxconn 1000"),
-    ):
-        text = replace_once(text, old, new)
-    path = tmp_path / "haproxy.cfg"
-    path.write_text(text)
-    return path, https_port, http_port
 
 
 def haproxy_check(config: Path) -> subprocess.CompletedProcess[str]:
