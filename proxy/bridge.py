@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
@@ -29,20 +29,22 @@ READ_SIZE = 256 * 1024
 
 @dataclass(frozen=True)
 class BridgeLimits:
-    idle_timeout: float
+    # None: this socket carries no user input (a SPICE display channel), so it never idles.
+    idle_timeout: float | None
     max_session: float
+
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @dataclass
 class BridgeStats:
     bytes_to_host: int = 0
     bytes_to_browser: int = 0
-    started: float = 0.0
+    started: float = field(default_factory=time.monotonic)
 
 
-async def connect_host(
-    host: str, port: int, timeout: float
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | Close:
+async def connect_host(host: str, port: int, timeout: float) -> Streams | Close:
     """Open the TCP connection to the console, or say why it could not be opened."""
     try:
         async with asyncio.timeout(timeout):
@@ -71,7 +73,7 @@ class Bridge:
         self.limits = limits
         # Says whether browser bytes held user input; None counts every byte (raw consoles).
         self.is_input = is_input
-        self.stats = BridgeStats(started=time.monotonic())
+        self.stats = BridgeStats()
         self._host_done: Close | None = None
 
     async def run(self, to_host: bytes = b"", to_browser: bytes = b"") -> Close:
@@ -98,9 +100,10 @@ class Bridge:
     async def _browser_to_host(self) -> Close:
         session_ends = self.stats.started + self.limits.max_session
         last_input = time.monotonic()
+        idle_timeout = self.limits.idle_timeout or self.limits.max_session
         while True:
             now = time.monotonic()
-            idle_ends = last_input + self.limits.idle_timeout
+            idle_ends = last_input + idle_timeout
             try:
                 msg = await self.ws.receive(timeout=max(0.0, min(idle_ends, session_ends) - now))
             except TimeoutError:

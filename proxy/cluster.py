@@ -74,9 +74,10 @@ class ClusterState:
                 pipe.expire(self._vm_key(vm_uuid), int(LEASE) + 5)
             await self._call(pipe.execute())
 
-    async def publish_revoke(self, vm_uuid: str) -> None:
+    async def publish_revoke(self, vm_uuid: str) -> int:
+        """Tell every instance; return how many were listening (this one included)."""
         message = json.dumps({"vm": vm_uuid, "from": self.instance_id})
-        await self._call(self._redis.publish(self._channel, message))
+        return int(await self._call(self._redis.publish(self._channel, message)))
 
     async def listen_for_revocations(self, on_revoke: OnRevoke) -> None:
         """Run until cancelled; resubscribe with backoff whenever Redis goes away."""

@@ -24,6 +24,8 @@ class LiveConsole:
     interrupted: Close | None = None
     # Counted in the cluster-wide per-VM tally (Redis), to be released on close.
     claimed: bool = False
+    # Sockets of one console share a group (SPICE: one socket per channel, one ticket).
+    group: str = ""
 
     async def interrupt(self, reason: Close) -> None:
         if self.interrupted is None:
@@ -68,6 +70,12 @@ class ConsoleRegistry:
 
     def count_for_vm(self, vm_uuid: str) -> int:
         return len(self._by_vm.get(vm_uuid, ()))
+
+    async def close_group(self, group: str, reason: Close) -> int:
+        """Close the other sockets of a console (e.g. its SPICE channels) with ``reason``."""
+        consoles = [c for c in self._all if group and c.group == group]
+        await asyncio.gather(*(c.interrupt(reason) for c in consoles))
+        return len(consoles)
 
     async def close_vm(self, vm_uuid: str, reason: Close) -> int:
         consoles = list(self._by_vm.get(vm_uuid, ()))

@@ -127,7 +127,6 @@ ANONYMOUS_TLS = frozenset(
     }
 )
 VENCRYPT_VERSION = (0, 2)
-MAX_SUBTYPES = 255
 
 
 @dataclass(frozen=True)

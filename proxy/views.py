@@ -117,17 +117,20 @@ async def revoke_vm(request: web.Request) -> web.Response:
     require_admin(request)
     vm_uuid = normalize_vm_uuid(request.match_info["uuid"])
     cluster = request.app.get(CLUSTER)
+    listening = 0
     if cluster is not None:
         try:
-            await cluster.publish_revoke(vm_uuid)
+            listening = await cluster.publish_revoke(vm_uuid)
         except TicketStoreUnavailable as exc:
             raise ApiError(
                 503, exc.code, "Other proxy instances could not be told; try again shortly."
             ) from None
     closed = await request.app[REGISTRY].close_vm(vm_uuid, Close.REVOKED)
     log.info("revoked %d console(s) of VM %s here", closed, vm_uuid)
+    # An instance that was reconnecting to Redis missed the message: the count tells.
+    others = max(0, listening - 1)
     return web.json_response(
-        {"vmUuid": vm_uuid, "closedHere": closed, "otherInstancesTold": cluster is not None}
+        {"vmUuid": vm_uuid, "closedHere": closed, "otherInstancesTold": others}
     )
 
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
+from proxy import spice
 from proxy.audit import ConsoleFacts
-from proxy.bridge import Bridge, BridgeLimits, connect_host
+from proxy.bridge import Bridge, BridgeLimits, BridgeStats, Streams, connect_host
 from proxy.closecodes import Close
 from proxy.errors import ApiError
 from proxy.keys import AUDIT, CLUSTER, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY
 from proxy.registry import LiveConsole
 from proxy.rfb_input import ClientMessageScanner
+from proxy.spice import secure_spice
 from proxy.tickets import Ticket, TicketStoreUnavailable
 from proxy.vnc_security import secure_vnc
 
@@ -91,14 +96,17 @@ async def _serve(request: web.Request, console: LiveConsole) -> Close:
     if len(app[REGISTRY]) > limits.max_connections:
         app[METRICS].rejected.labels("max_connections").inc()
         return Close.TOO_MANY
+    token = token_from(request)
     try:
-        ticket = await app[CONSOLES].redeem(token_from(request))
+        ticket = await app[CONSOLES].redeem(token)
     except TicketStoreUnavailable as exc:
         log.error("ticket store unavailable: %s", exc.reason)
         return Close.STORE_UNAVAILABLE
     app[METRICS].redeems.labels("ok" if ticket else "invalid").inc()
     if ticket is None:
         return Close.TICKET_INVALID
+    if ticket.uses > 1:
+        console.group = hashlib.sha256(token.encode()).hexdigest()[:16]
     vm_key = ticket.vm_uuid or f"{ticket.host}:{ticket.port}"
     if not await _claim_vm(request, console, vm_key):
         app[METRICS].rejected.labels("max_per_vm").inc()
@@ -122,6 +130,40 @@ async def _claim_vm(request: web.Request, console: LiveConsole, vm_key: str) -> 
     return console.claimed
 
 
+@dataclass(frozen=True)
+class Prelude:
+    """What the handshake the proxy took part in leaves for the bridge."""
+
+    to_host: bytes = b""
+    to_browser: bytes = b""
+    # Says whether browser bytes are input; None counts every byte (raw consoles).
+    is_input: Callable[[bytes], bool] | None = None
+    # False for sockets that never carry input (SPICE display, cursor...): no idle timeout.
+    carries_input: bool = True
+
+
+async def _handshake(
+    console: LiveConsole, ticket: Ticket, streams: Streams, timeout: float
+) -> Prelude | Close:
+    reader, writer = streams
+    if ticket.protocol == "vnc":
+        done = await secure_vnc(console.ws, reader, writer, ticket.password, timeout)
+        if isinstance(done, Close):
+            return done
+        # The browser's stream starts with its one-byte ClientInit, then messages.
+        scanner = ClientMessageScanner(skip=1)
+        scanner.feed(done[0])
+        return Prelude(done[0], done[1], scanner.feed)
+    if ticket.protocol == "spice":
+        linked = await secure_spice(console.ws, reader, writer, ticket.password, timeout)
+        if isinstance(linked, Close):
+            return linked
+        # Key and mouse events travel on the inputs channel only.
+        inputs = linked.channel_type == spice.INPUTS
+        return Prelude(linked.to_host, linked.to_browser, carries_input=inputs)
+    return Prelude()
+
+
 async def _connect_and_bridge(request: web.Request, console: LiveConsole, ticket: Ticket) -> Close:
     app = request.app
     limits = app[CONFIG].limits
@@ -130,7 +172,6 @@ async def _connect_and_bridge(request: web.Request, console: LiveConsole, ticket
     if isinstance(connected, Close):
         return connected
     app[METRICS].connect_seconds.observe(time.monotonic() - started)
-    reader, writer = connected
     facts = ConsoleFacts(
         console.console_id,
         ticket.vm_uuid,
@@ -138,33 +179,38 @@ async def _connect_and_bridge(request: web.Request, console: LiveConsole, ticket
         console.client_ip,
         ticket.protocol,
     )
-    bridge = Bridge(
-        console.ws, reader, writer, BridgeLimits(limits.idle_timeout, limits.max_session)
-    )
-    reason = Close.HOST_CLOSED
     app[AUDIT].opened(facts)
+    stats = BridgeStats()
+    reason = Close.HOST_CLOSED
     try:
-        prelude: tuple[bytes, bytes] | Close = (b"", b"")
-        if ticket.protocol == "vnc":
-            prelude = await secure_vnc(
-                console.ws, reader, writer, ticket.password, limits.handshake_timeout
-            )
-        if isinstance(prelude, Close):
-            reason = prelude
-            return reason
-        if ticket.protocol == "vnc":
-            # The browser's stream starts with its one-byte ClientInit, then messages.
-            scanner = ClientMessageScanner(skip=1)
-            scanner.feed(prelude[0])
-            bridge.is_input = scanner.feed
-        reason = await bridge.run(*prelude)
+        reason = await _pump(request, console, ticket, connected, stats)
         return reason
     finally:
-        writer.close()
+        connected[1].close()
         reason = console.interrupted or reason
-        stats = bridge.stats
         app[METRICS].bytes.labels("to_host").inc(stats.bytes_to_host)
         app[METRICS].bytes.labels("to_browser").inc(stats.bytes_to_browser)
         app[AUDIT].closed(
             facts, console.started, reason.name.lower(), stats.bytes_to_host, stats.bytes_to_browser
         )
+
+
+async def _pump(
+    request: web.Request,
+    console: LiveConsole,
+    ticket: Ticket,
+    streams: Streams,
+    stats: BridgeStats,
+) -> Close:
+    limits = request.app[CONFIG].limits
+    prelude = await _handshake(console, ticket, streams, limits.handshake_timeout)
+    if isinstance(prelude, Close):
+        return prelude
+    idle = limits.idle_timeout if prelude.carries_input else None
+    bridge = Bridge(console.ws, *streams, BridgeLimits(idle, limits.max_session), prelude.is_input)
+    bridge.stats = stats
+    reason = await bridge.run(prelude.to_host, prelude.to_browser)
+    if reason in (Close.IDLE, Close.SESSION_LIMIT):
+        # The other channels of a SPICE console end with the one that timed out.
+        await request.app[REGISTRY].close_group(console.group, reason)
+    return reason

@@ -178,7 +178,8 @@ def test_upstream_answers_with_the_version_it_can_speak(
 ) -> None:
     offer = u32(1) if answer is V33 else b"\x01\x01"
     outcome = drive(UpstreamHandshake(), server_version + offer, feed, stop_at=VersionAgreed)
-    assert outcome.events[0].version is answer
+    first = outcome.events[0]
+    assert isinstance(first, VersionAgreed) and first.version is answer
     assert outcome.sent.startswith(answer.wire)
 
 

@@ -29,7 +29,7 @@ from proxy.rfb import (
     TlsRequired,
     VencryptSubtype,
 )
-from proxy.rfb_driver import _start_tls, authenticate_upstream
+from proxy.rfb_driver import _buffered, _start_tls, authenticate_upstream
 from proxy.tls import TlsFailure, client_context, connect_tls, open_tls_connection, tls_failure
 from proxy.vnc_security import secure_vnc
 from tests.support.certs import Pki, write_pki
@@ -129,7 +129,8 @@ def test_client_context_names_the_key_it_cannot_load(
         "CLIENT_CERT": str(pki.client_cert),
         "CLIENT_KEY": str(pki.client_key),
     }
-    values = {"ca_file": str(pki.ca_cert)} | {k: paths.get(v, v) for k, v in options.items()}
+    values: dict[str, Any] = {"ca_file": str(pki.ca_cert)}
+    values |= {k: paths.get(v, v) for k, v in options.items()}
     with pytest.raises(ConfigError) as caught:
         client_context(TlsConfig(**values))
     assert caught.value.key == key
@@ -208,7 +209,7 @@ async def test_streams_keep_working_and_stay_bounded_after_vencrypt(
         assert event == SecurityComplete(RfbVersion.V3_8, VENCRYPT, X509_NONE)
         await asyncio.sleep(0.3)
         assert sent < total / 2  # the server was made to wait ...
-        assert len(reader._buffer) <= 4 * 65536  # ... while the proxy holds little
+        assert _buffered(reader) <= 4 * 65536  # ... while the proxy holds little
         received = len(trailing)
         async with asyncio.timeout(TIMEOUT):
             while data := await reader.read(65536):
