@@ -84,12 +84,17 @@ async def mint_console(request: web.Request) -> web.Response:
 
 @aiohttp_jinja2.template("console_vnc.html")
 async def vnc_page(request: web.Request) -> dict[str, Any]:
-    return {"page_title": "VM console"}
+    return console_page_context(request)
 
 
 @aiohttp_jinja2.template("console_spice.html")
 async def spice_page(request: web.Request) -> dict[str, Any]:
-    return {"page_title": "VM console"}
+    return console_page_context(request)
+
+
+def console_page_context(request: web.Request) -> dict[str, Any]:
+    # The page warns before the proxy closes an idle console, so it needs the timeout.
+    return {"page_title": "VM console", "idle_timeout": request.app[CONFIG].limits.idle_timeout}
 
 
 async def healthz(request: web.Request) -> web.Response:

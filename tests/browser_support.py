@@ -235,6 +235,7 @@ PORTAL_PAGE = """<!DOCTYPE html>
 <script>
 // What a portal adds to embed the console: answer the page's ticket requests.
 window.statuses = [];
+window.idleWarnings = [];
 window.ticketRequests = 0;
 const frame = document.getElementById('console');
 const proxyOrigin = new URL(frame.src).origin;
@@ -243,6 +244,8 @@ window.addEventListener('message', async (event) => {
     if (event.source !== frame.contentWindow || event.origin !== proxyOrigin) return;
     const data = event.data || {};
     if (data.type === 'console-proxy:status') window.statuses.push(data);
+    if (data.type === 'console-proxy:idle-warning') window.idleWarnings.push(data.secondsLeft);
+    if (data.type === 'console-proxy:idle-cleared') window.idleWarnings.push('cleared');
     if (data.type === 'console-proxy:need-ticket') {
         window.ticketRequests += 1;
         if (!answer) return;

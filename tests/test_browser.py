@@ -262,6 +262,33 @@ async def test_in_iframe_click_focuses_keyboard_and_reconnect_asks_portal(
     await page.screenshot(path=str(artifact("console-in-portal.png")))
 
 
+async def test_idle_console_is_warned_then_closed(
+    start_stack: StartStack, demo_inventory: Inventory, new_page: Any
+) -> None:
+    # noVNC asks for screen updates all the time; only keyboard and mouse input count.
+    stack, _ = await start_stack(demo_inventory, limits={"idle_timeout": 8})
+    page = await new_page()
+    await page.goto(stack.portal_url())
+    frame = await console_frame(page, "#console")
+    await wait_state(frame, "connected")
+    banner = frame.locator("#idle-warning")
+    await banner.wait_for(state="visible", timeout=10_000)
+    assert "closes in" in (await banner.text_content() or "")
+    # Input on the console clears the warning and tells the portal.
+    await page.frame_locator("#console").locator("#screen canvas").hover(
+        position={"x": 100, "y": 100}
+    )
+    await banner.wait_for(state="hidden", timeout=5_000)
+    warnings = await page.evaluate("window.idleWarnings")
+    assert warnings[-1] == "cleared" and all(isinstance(w, int) and w <= 5 for w in warnings[:-1])
+    # Left alone again, the console is warned again and then closed by the proxy as idle.
+    await banner.wait_for(state="visible", timeout=10_000)
+    await wait_state(frame, "disconnected", 15_000)
+    assert await close_code(frame) == "4408"
+    assert "input" in (await status_text(frame)).lower()
+    await page.screenshot(path=str(artifact("console-idle.png")))
+
+
 async def test_reconnect_without_portal_answer_says_so(
     start_stack: StartStack, demo_inventory: Inventory, new_page: Any
 ) -> None:

@@ -30,7 +30,7 @@ from tests.browser_support import (
     wait_state,
 )
 from tests.conftest import require_binary
-from tests.support.services import ProcessCluster, RedisServer, wait_settled
+from tests.support.services import ProcessCluster, RedisServer
 
 pytestmark = pytest.mark.browser
 
@@ -140,17 +140,12 @@ async def reconnect_after_kill(
         await wait_state(frame, "disconnected", 10_000)
         assert await close_code(frame) == "1006"
         assert "connection to the console proxy was lost" in await status_text(frame)
-        # Until HAProxy's health checks have taken the dead instance out of the rotation.
-        await wait_settled(f"{cluster.balancer.url}/readyz")
-        # The page reconnects by itself only after 1001 (a draining proxy), not after 1006.
-        assert await page.evaluate("window.ticketRequests") == 0
-        assert await frame.evaluate("document.body.dataset.state") == "disconnected"
-
-        await page.frame_locator("#console").locator("#btn-overlay-reconnect").click()
-        await wait_state(frame, "connected")
+        # The page asks the portal for a fresh ticket by itself (backing off) and lands on a
+        # live instance: HAProxy retries elsewhere and its health checks drop the dead one.
+        await wait_state(frame, "connected", 20_000)
         stats = await wait_drawn(frame)
         assert (stats.width, stats.height) == (800, 480) and stats.colours > 1
-        assert await page.evaluate("window.ticketRequests") == 1
+        assert 1 <= await page.evaluate("window.ticketRequests") <= 3
         active = await cluster.active_consoles()
         assert holder not in active and sum(active.values()) == 1
         await context.close()

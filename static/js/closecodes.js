@@ -10,7 +10,7 @@ const MESSAGES = {
     1011: 'The console proxy ran into an internal error.',
     4401: 'This console link has expired or was already used. Open the console again from the portal.',
     4403: 'The proxy is not allowed to connect to this VM\'s console (target policy).',
-    4408: 'The console was closed because it was idle for too long.',
+    4408: 'The console was closed after a long time without keyboard or mouse input.',
     4409: 'The console reached its maximum session length and was closed.',
     4410: 'An administrator closed this console.',
     4429: 'Too many consoles are open right now. Try again later.',

@@ -61,6 +61,7 @@ export class ConsolePage {
         this.ticketTimer = null;
         this.awaitingTicket = false;
         this.autoReconnects = 0;
+        this.idle = new IdleWatch(this);
         window.addEventListener('message', (event) => this.onPortalMessage(event));
     }
 
@@ -114,9 +115,11 @@ export class ConsolePage {
     showConnected() {
         this.autoReconnects = 0;
         this.setState('connected', this.connectedText());
+        this.idle.start();
     }
 
     disconnected(code, text, reason = '') {
+        this.idle.stop();
         this.setState('disconnected', text, code, reason);
     }
 
@@ -126,12 +129,13 @@ export class ConsolePage {
 
     /**
      * Show why a connection ended, from its close event (or null when there was none), unless
-     * the page knows better (``text``). A proxy restart (1001) is retried a few times.
+     * the page knows better (``text``). A proxy restart (1001), or a working connection
+     * that was lost (1006: an instance behind the balancer died), is retried a few times.
      * ``stillCurrent()`` says whether that connection is still the page's one.
      */
     finished(close, opened, text, stillCurrent) {
         close = close || { code: null, reason: '' };
-        const restarting = close.code === 1001;
+        const restarting = close.code === 1001 || (close.code === 1006 && opened);
         if (!text && restarting && !portal) {
             text = 'The console proxy restarted. Open the console again from the portal.';
         }
@@ -218,6 +222,68 @@ export class ConsolePage {
             .then(() => focus())
             .catch(() => { this.setStatus(this.ui.statusText.textContent
                 + ' (full screen was refused by the browser)'); });
+    }
+}
+
+/**
+ * Warns before the proxy closes an idle console. The proxy counts only keyboard and mouse input
+ * (not screen updates), and so does this: input on the console resets the countdown. The page
+ * shows the countdown and tells the portal ({type: 'console-proxy:idle-warning', secondsLeft},
+ * then {type: 'console-proxy:idle-cleared'} on input).
+ */
+export class IdleWatch {
+    constructor(page) {
+        this.page = page;
+        this.timeout = Number(document.body.dataset.idleTimeout || 0);
+        this.warnBefore = Math.min(60, Math.max(5, this.timeout / 5));
+        this.timer = null;
+        this.warning = false;
+        this.lastInput = Date.now();
+        const screen = page.ui.screen;
+        for (const kind of ['keydown', 'pointerdown', 'pointermove', 'wheel', 'touchstart']) {
+            screen.addEventListener(kind, () => this.input(), { capture: true, passive: true });
+        }
+    }
+
+    start() {
+        if (!this.timeout || this.timer) return;
+        this.lastInput = Date.now();
+        this.timer = setInterval(() => this.tick(), 1000);
+    }
+
+    stop() {
+        clearInterval(this.timer);
+        this.timer = null;
+        this.clearWarning();
+    }
+
+    input() {
+        this.lastInput = Date.now();
+        if (this.warning) {
+            this.clearWarning();
+            this.page.setStatus(this.page.connectedText());
+            tellPortal({ type: 'console-proxy:idle-cleared' });
+        }
+    }
+
+    tick() {
+        const left = Math.ceil(this.timeout - (Date.now() - this.lastInput) / 1000);
+        if (left > this.warnBefore) return;
+        this.warning = true;
+        const banner = this.page.ui.idleWarning;
+        const text = `No keyboard or mouse input: this console closes in ${Math.max(0, left)} s. `
+            + 'Move the mouse or press a key on it to keep it open.';
+        if (banner) {
+            banner.hidden = false;
+            banner.textContent = text;
+        }
+        this.page.setStatus(text);
+        tellPortal({ type: 'console-proxy:idle-warning', secondsLeft: Math.max(0, left) });
+    }
+
+    clearWarning() {
+        this.warning = false;
+        if (this.page.ui.idleWarning) this.page.ui.idleWarning.hidden = true;
     }
 }
 

@@ -25,6 +25,7 @@ const ui = {
     spiceScreen: $('spice-screen'),
     overlay: $('overlay'),
     overlayText: $('overlay-text'),
+    idleWarning: $('idle-warning'),
     cad: $('btn-cad'),
     scale: $('scale'),
     fullscreen: $('btn-fullscreen'),

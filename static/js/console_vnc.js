@@ -10,6 +10,7 @@ const ui = {
     screen: $('screen'),
     overlay: $('overlay'),
     overlayText: $('overlay-text'),
+    idleWarning: $('idle-warning'),
     cad: $('btn-cad'),
     clipboardToggle: $('btn-clipboard'),
     clipboardPanel: $('clipboard-panel'),
