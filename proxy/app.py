@@ -23,7 +23,17 @@ from proxy.config import Config, redis_url
 from proxy.consoles import ConsoleService, TicketPolicy
 from proxy.errors import ApiError
 from proxy.forwarded import forwarded_middleware
-from proxy.keys import AUDIT, CLUSTER, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY, ZSTACK
+from proxy.keys import (
+    AUDIT,
+    CLUSTER,
+    CONFIG,
+    CONSOLES,
+    METRICS,
+    RATE_LIMITER,
+    REGISTRY,
+    TLS_CONTEXT,
+    ZSTACK,
+)
 from proxy.limits import RateLimiter
 from proxy.metrics import Metrics
 from proxy.redis_store import RedisTicketStore, decode_key, redis_client_from_url
@@ -32,6 +42,7 @@ from proxy.signed_tickets import TicketSigner, decode_signing_keys
 from proxy.static_tokens import StaticTokens
 from proxy.targets import TargetPolicy
 from proxy.tickets import MemoryTicketStore, TicketStore, TicketStoreUnavailable
+from proxy.tls import client_context
 from proxy.websocket import websockify
 from proxy.zstack import ZStackClient
 
@@ -63,6 +74,7 @@ def create_app(config: Config) -> web.Application:
     app[METRICS] = Metrics()
     app[AUDIT] = AuditLog(config.audit.sink)
     app[RATE_LIMITER] = RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst)
+    app[TLS_CONTEXT] = client_context(config.tls)
     root = assets_dir(config)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(root / "templates"), autoescape=True)
     app.cleanup_ctx.append(zstack_client)
@@ -100,7 +112,12 @@ async def zstack_client(app: web.Application) -> AsyncIterator[None]:
             app[ZSTACK],
             ticket_store(config, redis),
             TargetPolicy.parse(config.targets.allow),
-            TicketPolicy(tickets.ttl, tickets.spice_channels, tickets.spice_window),
+            TicketPolicy(
+                tickets.ttl,
+                tickets.spice_channels,
+                tickets.spice_window,
+                spice_tls=app[TLS_CONTEXT] is not None,
+            ),
             static_tokens(config),
             app[METRICS],
             TicketSigner(decode_signing_keys(tickets.signing_keys))

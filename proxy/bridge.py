@@ -1,10 +1,10 @@
 """The WebSocket <-> TCP pump between a browser and a VM's console port.
 
-Bytes pass unchanged both ways. Each direction holds a bounded amount of data: the host
-socket's reader pauses at a fixed limit, and ``WebSocketResponse.send_bytes`` waits for the
-browser's socket to drain, so a browser that stops reading makes the proxy stop reading the host.
-The other way, aiohttp pauses reading the browser when its message queue is full, and we wait
-for the host socket to drain before taking the next message.
+Bytes pass unchanged both ways. Each direction holds a bounded amount of data: the host link
+pauses reading at a fixed limit (proxy.hostlink), and ``WebSocketResponse.send_bytes`` waits
+for the browser's socket to drain, so a browser that stops reading makes the proxy stop reading
+the host. The other way, aiohttp pauses reading the browser when its message queue is full, and
+we wait for the host socket to drain before taking the next message.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
 from proxy.closecodes import Close
+from proxy.hostlink import HostLink
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class BridgeLimits:
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-@dataclass
+@dataclass(slots=True)
 class BridgeStats:
     bytes_to_host: int = 0
     bytes_to_browser: int = 0
@@ -57,83 +58,126 @@ async def connect_host(host: str, port: int, timeout: float) -> Streams | Close:
 
 
 class Bridge:
-    """Pumps one console. The handler task reads the WebSocket; one helper task writes it."""
+    """Pumps one console. The handler task reads the WebSocket; one helper task writes it.
+
+    Idle and session limits are one timer, re-armed only when it fires, so a message costs no
+    timer work at all.
+    """
+
+    __slots__ = (
+        "_closer",
+        "_ended",
+        "_host_done",
+        "_idle_ends",
+        "_session_ends",
+        "_timer",
+        "host",
+        "is_input",
+        "limits",
+        "stats",
+        "ws",
+    )
 
     def __init__(
         self,
         ws: web.WebSocketResponse,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        host: HostLink,
         limits: BridgeLimits,
         is_input: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.ws = ws
-        self.reader = reader
-        self.writer = writer
+        self.host = host
         self.limits = limits
         # Says whether browser bytes held user input; None counts every byte (raw consoles).
         self.is_input = is_input
         self.stats = BridgeStats()
         self._host_done: Close | None = None
+        self._ended: Close | None = None
+        self._closer: asyncio.Task[bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle_ends = 0.0
+        self._session_ends = 0.0
 
     async def run(self, to_host: bytes = b"", to_browser: bytes = b"") -> Close:
         """Pump until either side ends or a limit is reached; return why it ended.
 
         ``to_host``/``to_browser`` are bytes a handshake already read from the other side.
         """
-        if to_host:
-            self.writer.write(to_host)
-        if to_browser:
-            await self.ws.send_bytes(to_browser)
-        downstream = asyncio.create_task(self._host_to_browser())
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._session_ends = now + self.limits.max_session
+        self._idle_ends = now + (self.limits.idle_timeout or self.limits.max_session)
+        self._timer = loop.call_at(min(self._idle_ends, self._session_ends), self._check)
+        downstream = asyncio.create_task(self._host_to_browser(to_browser))
         try:
+            if to_host:
+                self.host.write(to_host)
             reason = await self._browser_to_host()
+        except ConnectionError:
+            reason = Close.HOST_CLOSED
         finally:
+            self._timer.cancel()
             downstream.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await downstream
-            self.writer.close()
-        reason = self._host_done or reason
+            if self._closer is not None:
+                with contextlib.suppress(Exception):
+                    await self._closer
+            self.host.close()
+        reason = self._ended or self._host_done or reason
         await self.ws.close(code=reason.code, message=reason.reason.encode())
         return reason
 
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= self._session_ends:
+            self._end(Close.SESSION_LIMIT)
+        elif self.limits.idle_timeout is not None and now >= self._idle_ends:
+            self._end(Close.IDLE)
+        else:
+            self._timer = loop.call_at(min(self._idle_ends, self._session_ends), self._check)
+
+    def _end(self, reason: Close) -> None:
+        self._ended = reason
+        # Closing wakes the handler's receive() with CLOSING.
+        self._closer = asyncio.ensure_future(
+            self.ws.close(code=reason.code, message=reason.reason.encode())
+        )
+
     async def _browser_to_host(self) -> Close:
-        session_ends = self.stats.started + self.limits.max_session
-        last_input = time.monotonic()
-        idle_timeout = self.limits.idle_timeout or self.limits.max_session
+        ws, host, stats = self.ws, self.host, self.stats
+        idle = self.limits.idle_timeout
+        loop = asyncio.get_running_loop()
         while True:
-            now = time.monotonic()
-            idle_ends = last_input + idle_timeout
-            try:
-                msg = await self.ws.receive(timeout=max(0.0, min(idle_ends, session_ends) - now))
-            except TimeoutError:
-                return Close.SESSION_LIMIT if time.monotonic() >= session_ends else Close.IDLE
+            msg = await ws.receive()
             if msg.type is WSMsgType.BINARY:
-                if self.is_input is None or self.is_input(msg.data):
-                    last_input = time.monotonic()
-                self.stats.bytes_to_host += len(msg.data)
-                self.writer.write(msg.data)
-                try:
-                    await self.writer.drain()
-                except ConnectionError:
-                    return Close.HOST_CLOSED
+                data = msg.data
+                if idle is not None and (self.is_input is None or self.is_input(data)):
+                    self._idle_ends = loop.time() + idle
+                stats.bytes_to_host += len(data)
+                host.write(data)
+                await host.drain()
             elif msg.type is WSMsgType.TEXT:
                 return Close.TEXT_FRAME
             elif msg.type is WSMsgType.ERROR:
                 return _error_close(msg.data)
-            else:  # CLOSE, CLOSING, CLOSED: the browser left, or our helper task closed
+            else:  # CLOSE, CLOSING, CLOSED: the browser left, or a close from our side
                 return Close.BROWSER_CLOSED
 
-    async def _host_to_browser(self) -> None:
+    async def _host_to_browser(self, first: bytes) -> None:
+        ws, host, stats = self.ws, self.host, self.stats
         try:
-            while data := await self.reader.read(READ_SIZE):
-                self.stats.bytes_to_browser += len(data)
-                await self.ws.send_bytes(data)
+            data = first or await host.read()
+            while data:
+                stats.bytes_to_browser += len(data)
+                await ws.send_bytes(data)
+                data = await host.read()
         except ConnectionError:
             pass
         self._host_done = Close.HOST_CLOSED
         # Wakes the handler's receive() with CLOSING; close() itself sends our close frame.
-        await self.ws.close(code=Close.HOST_CLOSED.code, message=Close.HOST_CLOSED.reason.encode())
+        await ws.close(code=Close.HOST_CLOSED.code, message=Close.HOST_CLOSED.reason.encode())
 
 
 def _error_close(exc: object) -> Close:

@@ -26,6 +26,8 @@ class TicketPolicy:
     ttl: float
     spice_channels: int = 8
     spice_window: float = 15.0
+    # TLS to hypervisors is configured, so SPICE's TLS port can be used.
+    spice_tls: bool = False
 
 
 def normalize_vm_uuid(value: object) -> str:
@@ -40,8 +42,11 @@ def normalize_vm_uuid(value: object) -> str:
     return uuid
 
 
-def choose_port(address: ConsoleAddress, requested: str | None) -> tuple[str, int, bool]:
-    """Pick the protocol, the port to dial and whether it is SPICE's TLS port."""
+def choose_port(
+    address: ConsoleAddress, requested: str | None, tls: bool = False
+) -> tuple[str, int, bool]:
+    """Pick the protocol, the port to dial and whether it is SPICE's TLS port (used only when
+    ``tls``, i.e. [tls] is configured; else the plain SPICE port)."""
     offered = ("vnc", "spice") if address.protocol == "vncAndSpice" else (address.protocol,)
     protocol = requested or offered[0]
     if protocol not in offered:
@@ -51,7 +56,13 @@ def choose_port(address: ConsoleAddress, requested: str | None) -> tuple[str, in
             f"This VM offers a {address.protocol} console, not {protocol}.",
         )
     vdi = address.vdi
-    if protocol == "spice" and vdi.spice_tls_port:
+    if protocol == "spice" and vdi.spice_tls_port and (tls or not vdi.spice_port):
+        if not tls:
+            raise ApiError(
+                409,
+                "CONSOLE.TLS_NOT_CONFIGURED",
+                "This VM's SPICE console is reachable over TLS only; set [tls] ca_file.",
+            )
         return protocol, vdi.spice_tls_port, True
     fallback = address.port if len(offered) == 1 or protocol == "vnc" else None
     port = (vdi.vnc_port if protocol == "vnc" else vdi.spice_port) or fallback
@@ -84,7 +95,7 @@ class ConsoleService:
     ) -> tuple[str, Ticket]:
         with self.metrics.zstack_seconds.labels("console-addresses").time():
             address = await self.zstack.get_console_address(session_id, vm_uuid)
-        protocol, port, tls = choose_port(address, protocol)
+        protocol, port, tls = choose_port(address, protocol, self.tickets.spice_tls)
         self._check_target(vm_uuid, address.host, port)
         # The password rides in the ticket and stays in the proxy: the proxy itself answers
         # the hypervisor's authentication, so the browser never needs it.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 from aiohttp import web
 
 from proxy.audit import AuditLog
@@ -21,3 +23,5 @@ METRICS = web.AppKey("metrics", Metrics)
 AUDIT = web.AppKey("audit", AuditLog)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 CLUSTER = web.AppKey("cluster", ClusterState)
+# The context for TLS to hypervisors, or None when [tls] ca_file is empty.
+TLS_CONTEXT: web.AppKey[ssl.SSLContext | None] = web.AppKey("tls_context")

@@ -12,14 +12,32 @@ from aiohttp import hdrs, web
 
 from proxy import spice
 from proxy.audit import ConsoleFacts
-from proxy.bridge import Bridge, BridgeLimits, BridgeStats, Streams, connect_host
+from proxy.bridge import (
+    READ_SIZE,
+    Bridge,
+    BridgeLimits,
+    BridgeStats,
+    Streams,
+    connect_host,
+)
 from proxy.closecodes import Close
 from proxy.errors import ApiError
-from proxy.keys import AUDIT, CLUSTER, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY
+from proxy.hostlink import HostLink
+from proxy.keys import (
+    AUDIT,
+    CLUSTER,
+    CONFIG,
+    CONSOLES,
+    METRICS,
+    RATE_LIMITER,
+    REGISTRY,
+    TLS_CONTEXT,
+)
 from proxy.registry import LiveConsole
 from proxy.rfb_input import ClientMessageScanner
 from proxy.spice import secure_spice
 from proxy.tickets import Ticket, TicketStoreUnavailable
+from proxy.tls import connect_tls
 from proxy.vnc_security import secure_vnc
 
 log = logging.getLogger(__name__)
@@ -130,6 +148,16 @@ async def _claim_vm(request: web.Request, console: LiveConsole, vm_key: str) -> 
     return console.claimed
 
 
+async def _dial(request: web.Request, ticket: Ticket) -> Streams | Close:
+    timeout = request.app[CONFIG].limits.connect_timeout
+    if not ticket.tls:
+        return await connect_host(ticket.host, ticket.port, timeout)
+    context = request.app[TLS_CONTEXT]
+    if context is None:  # minted elsewhere with TLS: never fall back to plaintext
+        return Close.TLS_REQUIRED
+    return await connect_tls(ticket.host, ticket.port, context, timeout, READ_SIZE)
+
+
 @dataclass(frozen=True)
 class Prelude:
     """What the handshake the proxy took part in leaves for the bridge."""
@@ -143,11 +171,22 @@ class Prelude:
 
 
 async def _handshake(
-    console: LiveConsole, ticket: Ticket, streams: Streams, timeout: float
+    request: web.Request, console: LiveConsole, ticket: Ticket, streams: Streams
 ) -> Prelude | Close:
     reader, writer = streams
+    config = request.app[CONFIG]
+    timeout = config.limits.handshake_timeout
     if ticket.protocol == "vnc":
-        done = await secure_vnc(console.ws, reader, writer, ticket.password, timeout)
+        done = await secure_vnc(
+            console.ws,
+            reader,
+            writer,
+            ticket.password,
+            timeout,
+            tls=request.app[TLS_CONTEXT],
+            require_tls=config.tls.vnc_required,
+            server_hostname=ticket.host,
+        )
         if isinstance(done, Close):
             return done
         # The browser's stream starts with its one-byte ClientInit, then messages.
@@ -166,9 +205,8 @@ async def _handshake(
 
 async def _connect_and_bridge(request: web.Request, console: LiveConsole, ticket: Ticket) -> Close:
     app = request.app
-    limits = app[CONFIG].limits
     started = time.monotonic()
-    connected = await connect_host(ticket.host, ticket.port, limits.connect_timeout)
+    connected = await _dial(request, ticket)
     if isinstance(connected, Close):
         return connected
     app[METRICS].connect_seconds.observe(time.monotonic() - started)
@@ -203,11 +241,12 @@ async def _pump(
     stats: BridgeStats,
 ) -> Close:
     limits = request.app[CONFIG].limits
-    prelude = await _handshake(console, ticket, streams, limits.handshake_timeout)
+    prelude = await _handshake(request, console, ticket, streams)
     if isinstance(prelude, Close):
         return prelude
     idle = limits.idle_timeout if prelude.carries_input else None
-    bridge = Bridge(console.ws, *streams, BridgeLimits(idle, limits.max_session), prelude.is_input)
+    host = HostLink.adopt(*streams)
+    bridge = Bridge(console.ws, host, BridgeLimits(idle, limits.max_session), prelude.is_input)
     bridge.stats = stats
     reason = await bridge.run(prelude.to_host, prelude.to_browser)
     if reason in (Close.IDLE, Close.SESSION_LIMIT):

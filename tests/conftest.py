@@ -121,3 +121,10 @@ async def greet_as_browser(ws: Any) -> Any:
     assert await client.read_security_types() == [1]
     await client.authenticate(None)
     return stream
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
+    """Tests run on uvloop, as `console-proxy serve` does in production."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}

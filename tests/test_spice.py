@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from proxy.bridge import Bridge, BridgeLimits
 from proxy.closecodes import Close
+from proxy.hostlink import HostLink
 from proxy.spice import (
     CURSOR,
     DISPLAY,
@@ -280,7 +281,7 @@ def link_app(host: str, port: int, password: str | None, timeout: float = 2.0) -
             if isinstance(linked, Close):
                 await ws.close(code=linked.code, message=linked.reason.encode())
             else:
-                bridge = Bridge(ws, reader, writer, BridgeLimits(60.0, 60.0))
+                bridge = Bridge(ws, HostLink.adopt(reader, writer), BridgeLimits(60.0, 60.0))
                 await bridge.run(linked.to_host, linked.to_browser)
         finally:
             writer.close()

@@ -512,7 +512,13 @@ async def test_tls_to_a_plaintext_port_says_so(pki: Pki) -> None:
         with pytest.raises(TlsFailure) as caught:
             await open_tls_connection("127.0.0.1", vm.vnc_port, context(pki), TIMEOUT)
     assert caught.value.close is Close.TLS_FAILED
-    assert caught.value.reason.startswith("TLS handshake failed: the port does not speak TLS")
+    # asyncio's TLS reads the stray bytes; uvloop's sees the server give up on them.
+    assert caught.value.reason.startswith(
+        (
+            "TLS handshake failed: the port does not speak TLS",
+            "the hypervisor closed the connection during the TLS handshake",
+        )
+    )
 
 
 async def test_tls_connect_errors_map_to_close_codes(pki: Pki) -> None:
