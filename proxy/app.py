@@ -77,7 +77,7 @@ def create_app(config: Config) -> web.Application:
     app[TLS_CONTEXT] = client_context(config.tls)
     root = assets_dir(config)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(root / "templates"), autoescape=True)
-    app.cleanup_ctx.append(zstack_client)
+    app.cleanup_ctx.append(console_services)
     app.on_shutdown.append(close_consoles)
     app.on_cleanup.append(close_audit)
     add_routes(app, config.server.base_path, root)
@@ -102,7 +102,8 @@ def add_routes(app: web.Application, base: str, root: Path) -> None:
     app.router.add_static(f"{base}/static", root / "static")
 
 
-async def zstack_client(app: web.Application) -> AsyncIterator[None]:
+async def console_services(app: web.Application) -> AsyncIterator[None]:
+    """The ZStack client, the ticket store and (with Redis) the cluster state."""
     config = app[CONFIG]
     tickets = config.tickets
     redis = redis_client(config)
