@@ -13,7 +13,7 @@ from aiohttp import web
 from proxy.closecodes import Close
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LiveConsole:
     ws: web.WebSocketResponse
     client_ip: str

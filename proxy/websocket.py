@@ -224,6 +224,7 @@ async def _connect_and_bridge(request: web.Request, console: LiveConsole, ticket
         reason = await _pump(request, console, ticket, connected, stats)
         return reason
     finally:
+        # The StreamWriter stays referenced until here: dropping it would close the transport.
         connected[1].close()
         reason = console.interrupted or reason
         app[METRICS].bytes.labels("to_host").inc(stats.bytes_to_host)
