@@ -13,6 +13,7 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v npm >/dev/null || need+=(npm)
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v ip >/dev/null || need+=(iproute2)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -332,10 +332,7 @@ def unit_with_existing_binary(tmp_path: Path) -> Path:
 
 
 def systemd_analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        pytest.skip("systemd-analyze not found (Debian containers often lack systemd)")
-    return path
+    return require_binary("systemd-analyze", "systemd")
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
