@@ -11,6 +11,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -20,18 +24,72 @@ class TokenPlugin(Protocol):
     def lookup(self, token: str) -> Any: ...
 
 
-class StaticTokens:
-    """Resolves tokens through a websockify plugin, off the event loop (look-ups block)."""
+Target = tuple[str, int] | None
 
-    def __init__(self, plugin: TokenPlugin, timeout: float = 5.0) -> None:
+# Plugins whose answers depend only on the files at their source path.
+FILE_PLUGINS = frozenset({"TokenFile", "ReadOnlyTokenFile"})
+CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    signature: tuple[int, int, int]
+    at: float
+    target: Target
+
+
+class StaticTokens:
+    """Resolves tokens through a websockify plugin, off the event loop (look-ups block).
+
+    TokenFile reads every file on every look-up (so that new consoles show up at once). For the
+    file plugins, answers are remembered while the source's modification time and size stay the
+    same, for at most ``max_age`` seconds: adding or removing a token file changes the
+    directory, and an edit in place is seen within ``max_age``.
+    """
+
+    def __init__(
+        self, plugin: TokenPlugin, timeout: float = 5.0, source: str = "", max_age: float = 2.0
+    ) -> None:
         self._plugin = plugin
         self._timeout = timeout
+        self._source = source if type(plugin).__name__ in FILE_PLUGINS else ""
+        self._max_age = max_age
+        self._cache: OrderedDict[str, _Remembered] = OrderedDict()
 
     @classmethod
     def load(cls, name: str, source: str) -> StaticTokens:
-        return cls(load_plugin(name)(source))
+        return cls(load_plugin(name)(source), source=source)
 
-    async def lookup(self, token: str) -> tuple[str, int] | None:
+    async def lookup(self, token: str) -> Target:
+        signature = self._signature()
+        now = time.monotonic()
+        remembered = self._cache.get(token)
+        if (
+            remembered is not None
+            and signature is not None
+            and remembered.signature == signature
+            and now - remembered.at < self._max_age
+        ):
+            return remembered.target
+        target = await self._ask_plugin(token)
+        if signature is not None:
+            self._cache[token] = _Remembered(signature, now, target)
+            self._cache.move_to_end(token)
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return target
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        if not self._source:
+            return None
+        try:
+            # One stat of a local path; no reading, so it stays on the event loop.
+            info = os.stat(self._source)
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+    async def _ask_plugin(self, token: str) -> Target:
         try:
             found = await asyncio.wait_for(
                 asyncio.to_thread(self._plugin.lookup, token), self._timeout
