@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -53,6 +54,10 @@ async def connect_host(host: str, port: int, timeout: float) -> Streams | Close:
     except TimeoutError:
         return Close.HOST_TIMEOUT
     except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            # Our limit, not the host's: say so rather than blame the hypervisor.
+            log.error("out of file descriptors; raise the proxy's open-files limit")
+            return Close.TOO_MANY
         log.info("console host %s:%s unreachable: %s", host, port, exc.strerror or exc)
         return Close.HOST_UNREACHABLE
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import random
@@ -18,6 +19,8 @@ import pytest
 from aiohttp import WSMsgType
 
 from proxy.app import create_app
+from proxy.bridge import connect_host
+from proxy.closecodes import Close
 from proxy.keys import REGISTRY
 from tests.conftest import echo, make_config, write_token_file
 
@@ -157,3 +160,13 @@ async def test_huge_headers_and_bad_methods(started: Any) -> None:
         async with http.get(server.make_url("/nope")) as r:
             assert r.status == 404 and (await r.json())["error"]["code"] == "HTTP.404"
     assert target.connections == 0
+
+
+async def test_running_out_of_descriptors_is_not_blamed_on_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def no_fds(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(asyncio, "open_connection", no_fds)
+    assert await connect_host("127.0.0.1", 5900, 1.0) is Close.TOO_MANY
