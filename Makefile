@@ -19,7 +19,9 @@ $(NPM_STAMP): static/package-lock.json
 system-deps:
 	./scripts/system-deps.sh
 
-demo: $(STAMP) $(NPM_STAMP)
+demo:
+	./scripts/system-deps.sh demo
+	$(MAKE) $(STAMP) $(NPM_STAMP)
 	$(BIN)/console-proxy demo
 
 lint: $(STAMP)

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests use when one is missing (root only).
+# Installs the Debian packages the demo or the tests use when one is missing (root only).
 # Without root it prints what to install and carries on: the tests then skip locally with the
 # same advice, and fail under CI.
 set -euo pipefail
 
+# `system-deps.sh demo` installs only what `make demo` needs; no argument, what the tests need.
 need=()
-command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
-command -v chromium >/dev/null || need+=(chromium)
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v nginx >/dev/null || need+=(nginx)
-command -v haproxy >/dev/null || need+=(haproxy)
 command -v npm >/dev/null || need+=(npm)
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
-command -v ip >/dev/null || need+=(iproute2)
-command -v systemd-analyze >/dev/null || need+=(systemd)
+if [ "${1:-}" != demo ]; then
+  command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v nginx >/dev/null || need+=(nginx)
+  command -v haproxy >/dev/null || need+=(haproxy)
+  command -v ip >/dev/null || need+=(iproute2)
+  command -v systemd-analyze >/dev/null || need+=(systemd)
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
