@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := static/node_modules/.installed
 
-.PHONY: demo test lint unit system-deps bench soak clean
+.PHONY: demo test lint unit system-deps bench soak profile clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ bench: $(STAMP)
 	test -x bench/.venv-websockify/bin/websockify || { $(PYTHON) -m venv bench/.venv-websockify \
 		&& bench/.venv-websockify/bin/pip install -q --disable-pip-version-check websockify==0.13.0; }
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Where the proxy spends its time in one benchmark scenario (py-spy; see bench/profile.py).
+SCENARIO ?= setup
+profile: $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check py-spy==0.4.1
+	$(BIN)/python -m bench.profile --scenario $(SCENARIO)
 
 # Longer than the one-minute soak inside `make test`.
 soak: system-deps $(STAMP)
