@@ -89,13 +89,14 @@ class Bridge:
         host: HostLink,
         limits: BridgeLimits,
         is_input: Callable[[bytes], bool] | None = None,
+        stats: BridgeStats | None = None,
     ) -> None:
         self.ws = ws
         self.host = host
         self.limits = limits
         # Says whether browser bytes held user input; None counts every byte (raw consoles).
         self.is_input = is_input
-        self.stats = BridgeStats()
+        self.stats = stats or BridgeStats()
         self._host_done: Close | None = None
         self._ended: Close | None = None
         self._closer: asyncio.Task[bool] | None = None

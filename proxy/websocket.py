@@ -247,8 +247,8 @@ async def _pump(
         return prelude
     idle = limits.idle_timeout if prelude.carries_input else None
     host = HostLink.adopt(*streams)
-    bridge = Bridge(console.ws, host, BridgeLimits(idle, limits.max_session), prelude.is_input)
-    bridge.stats = stats
+    limited = BridgeLimits(idle, limits.max_session)
+    bridge = Bridge(console.ws, host, limited, prelude.is_input, stats)
     reason = await bridge.run(prelude.to_host, prelude.to_browser)
     if reason in (Close.IDLE, Close.SESSION_LIMIT):
         # The other channels of a SPICE console end with the one that timed out.

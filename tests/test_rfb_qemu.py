@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 from collections.abc import AsyncIterator
 
 import pytest
@@ -22,6 +21,7 @@ from proxy.rfb import (
 )
 from proxy.rfb_driver import authenticate_upstream
 from tests.support.qemu import QemuVm
+from tests.support.rfb_client import RfbClient, TcpStream
 
 pytestmark = pytest.mark.qemu
 
@@ -48,13 +48,8 @@ async def server_init(
 ) -> tuple[int, int, str]:
     """Send a shared ClientInit (§7.3.1), read ServerInit (§7.3.2): (width, height, name)."""
     assert trailing == b""
-    writer.write(b"\x01")
-    async with asyncio.timeout(TIMEOUT):
-        width, height = struct.unpack("!HH", await reader.readexactly(4))
-        await reader.readexactly(16)  # pixel format
-        (length,) = struct.unpack("!I", await reader.readexactly(4))
-        name = (await reader.readexactly(length)).decode()
-    return width, height, name
+    init = await RfbClient(TcpStream(reader, writer), TIMEOUT).client_init()
+    return init.width, init.height, init.name
 
 
 @pytest.fixture

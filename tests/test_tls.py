@@ -34,6 +34,7 @@ from proxy.tls import TlsFailure, client_context, connect_tls, open_tls_connecti
 from proxy.vnc_security import secure_vnc
 from tests.support.certs import Pki, write_pki
 from tests.support.qemu import QemuVm
+from tests.support.rfb_client import RfbClient, TcpStream
 
 PASSWORD = "s3cret!"
 SCREEN = (720, 400)
@@ -71,18 +72,13 @@ async def connect(port: int) -> AsyncIterator[Streams]:
 async def server_init(streams: Streams, trailing: bytes) -> tuple[int, int, str]:
     """ClientInit (§7.3.1), ServerInit (§7.3.2), then one whole-screen FramebufferUpdate, to show
     that the streams keep working for the bridge after the handshake."""
-    reader, writer = streams
     assert trailing == b""
-    writer.write(b"\x01")
-    async with asyncio.timeout(TIMEOUT):
-        width, height = struct.unpack("!HH", await reader.readexactly(4))
-        await reader.readexactly(16)  # pixel format
-        (length,) = struct.unpack("!I", await reader.readexactly(4))
-        name = (await reader.readexactly(length)).decode()
-        # FramebufferUpdateRequest (§7.5.3), not incremental, the whole screen.
-        writer.write(struct.pack("!BBHHHH", 3, 0, 0, 0, width, height))
-        assert (await reader.readexactly(1)) == b"\x00"  # FramebufferUpdate (§7.6.1)
-    return width, height, name
+    client = RfbClient(TcpStream(*streams), TIMEOUT)
+    init = await client.client_init()
+    # FramebufferUpdateRequest (§7.5.3), not incremental, the whole screen.
+    streams[1].write(struct.pack("!BBHHHH", 3, 0, 0, 0, init.width, init.height))
+    assert await client.stream.read_exactly(1, TIMEOUT) == b"\x00"  # FramebufferUpdate (§7.6.1)
+    return init.width, init.height, init.name
 
 
 def is_tls(streams: Streams) -> bool:
