@@ -22,6 +22,8 @@ from proxy.keys import CONFIG, REGISTRY
 
 log = logging.getLogger(__name__)
 
+LISTEN_BACKLOG = 4096
+
 
 async def run_server(config: Config, app: web.Application | None = None) -> None:
     runner = web.AppRunner(
@@ -32,7 +34,9 @@ async def run_server(config: Config, app: web.Application | None = None) -> None
     )
     await runner.setup()
     host, port = parse_listen(config.server.listen)
-    site = web.TCPSite(runner, host, port)
+    # aiohttp's default backlog (128) drops SYNs when a portal page reloads hundreds of
+    # consoles at once; the kernel caps this at net.core.somaxconn.
+    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
     await site.start()
     log.info("console proxy listening on %s", site.name)
     try:

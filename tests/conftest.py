@@ -46,14 +46,23 @@ def make_config(**sections: dict[str, Any]) -> Config:
 class TcpTarget:
     """A loopback TCP server standing in for a console port; counts who dialled it."""
 
-    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]):
+    def __init__(
+        self,
+        handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
+        backlog: int = 4096,
+    ):
         self._handler = handler
+        # asyncio's default backlog of 100 overflows when hundreds of consoles dial at once:
+        # the kernel drops the SYNs it can't queue and the proxy sees the host as gone.
+        self._backlog = backlog
         self.connections = 0
         self.server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> TcpTarget:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(
+            self._accept, "127.0.0.1", 0, backlog=self._backlog
+        )
         return self
 
     @property
