@@ -15,15 +15,24 @@ import jinja2
 from aiohttp import web
 from redis.asyncio import Redis
 
-from proxy import views
-from proxy.audit import AuditLog
 from proxy.closecodes import Close
-from proxy.cluster import REFRESH_EVERY, ClusterState
 from proxy.config import Config, redis_url
-from proxy.consoles import ConsoleService, TicketPolicy
-from proxy.errors import ApiError
-from proxy.forwarded import forwarded_middleware
-from proxy.keys import (
+from proxy.consoles.cluster import REFRESH_EVERY, ClusterState
+from proxy.consoles.limits import RateLimiter
+from proxy.consoles.registry import ConsoleRegistry
+from proxy.consoles.service import ConsoleService, TicketPolicy
+from proxy.consoles.targets import TargetPolicy
+from proxy.observe.audit import AuditLog
+from proxy.observe.metrics import Metrics
+from proxy.relay.tls import client_context
+from proxy.tickets.redis_store import RedisTicketStore, decode_key, redis_client_from_url
+from proxy.tickets.signed import TicketSigner, decode_signing_keys
+from proxy.tickets.static import StaticTokens
+from proxy.tickets.store import MemoryTicketStore, TicketStore, TicketStoreUnavailable
+from proxy.web import views
+from proxy.web.errors import ApiError
+from proxy.web.forwarded import forwarded_middleware
+from proxy.web.keys import (
     AUDIT,
     CLUSTER,
     CONFIG,
@@ -34,17 +43,8 @@ from proxy.keys import (
     TLS_CONTEXT,
     ZSTACK,
 )
-from proxy.limits import RateLimiter
-from proxy.metrics import Metrics
-from proxy.redis_store import RedisTicketStore, decode_key, redis_client_from_url
-from proxy.registry import ConsoleRegistry
-from proxy.signed_tickets import TicketSigner, decode_signing_keys
-from proxy.static_tokens import StaticTokens
-from proxy.targets import TargetPolicy
-from proxy.tickets import MemoryTicketStore, TicketStore, TicketStoreUnavailable
-from proxy.tls import client_context
-from proxy.websocket import websockify
-from proxy.zstack import ZStackClient
+from proxy.web.websocket import websockify
+from proxy.zstack.client import ZStackClient
 
 log = logging.getLogger(__name__)
 

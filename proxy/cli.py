@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from proxy.config import Config, ConfigError, load_config
+from proxy.relay.tuning import tune_malloc
 from proxy.server import run_server
-from proxy.tuning import tune_malloc
 
 log = logging.getLogger("proxy")
 

@@ -287,7 +287,7 @@ def validate(config: Config) -> None:
         raise ConfigError("audit.sink", f"must be 'stderr', 'file:/path' or '', got {sink!r}")
     if config.limits.max_frame_size < 4096:
         raise ConfigError("limits.max_frame_size", "must be at least 4096 bytes")
-    from proxy.targets import TargetPolicy  # late import: targets parses its own syntax
+    from proxy.consoles.targets import TargetPolicy  # late import: targets parses its own syntax
 
     try:
         TargetPolicy.parse(config.targets.allow)
@@ -313,14 +313,14 @@ def _check_store(config: Config) -> None:
     if store == "redis" and not config.tickets.redis_url:
         raise ConfigError("tickets.redis_url", "store = 'redis' needs redis_url")
     if config.tickets.encrypt_key:
-        from proxy.redis_store import decode_key  # late import: redis is only needed here
+        from proxy.tickets.redis_store import decode_key  # late import: redis is only needed here
 
         try:
             decode_key(config.tickets.encrypt_key)
         except ValueError as exc:
             raise ConfigError("tickets.encrypt_key", str(exc)) from exc
     if config.tickets.signing_keys:
-        from proxy.signed_tickets import TicketSigner, decode_signing_keys
+        from proxy.tickets.signed import TicketSigner, decode_signing_keys
 
         try:
             TicketSigner(decode_signing_keys(config.tickets.signing_keys))

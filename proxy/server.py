@@ -14,11 +14,11 @@ import signal
 
 from aiohttp import web
 
-from proxy.accesslog import RedactingAccessLogger
 from proxy.app import create_app
 from proxy.closecodes import Close
 from proxy.config import Config, parse_listen
-from proxy.keys import CONFIG, REGISTRY
+from proxy.web.accesslog import RedactingAccessLogger
+from proxy.web.keys import CONFIG, REGISTRY
 
 log = logging.getLogger(__name__)
 

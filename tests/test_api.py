@@ -15,9 +15,9 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestServer
 
-from proxy.accesslog import RedactingAccessLogger
 from proxy.app import create_app
 from proxy.demo.simulator import SIMULATOR_CONTROL, Inventory, create_simulator_app
+from proxy.web.accesslog import RedactingAccessLogger
 from tests.conftest import free_port, greet_as_browser, make_config, rfb_echo
 
 VM = "0123456789abcdef0123456789abcdef"

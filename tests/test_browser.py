@@ -275,8 +275,10 @@ async def test_idle_console_is_warned_then_closed(
     await banner.wait_for(state="visible", timeout=10_000)
     assert "closes in" in (await banner.text_content() or "")
     # Input on the console clears the warning and tells the portal.
-    await page.frame_locator("#console").locator("#screen canvas").hover(
-        position={"x": 100, "y": 100}
+    await (
+        page.frame_locator("#console")
+        .locator("#screen canvas")
+        .hover(position={"x": 100, "y": 100})
     )
     await banner.wait_for(state="hidden", timeout=5_000)
     warnings = await page.evaluate("window.idleWarnings")

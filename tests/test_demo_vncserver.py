@@ -16,7 +16,7 @@ from proxy.demo.vncserver import (
     make_converter,
     rgb,
 )
-from proxy.vncauth import vnc_auth_response
+from proxy.protocols.rfb.vncauth import vnc_auth_response
 
 TIMEOUT = 5.0
 WIDTH, HEIGHT = 640, 240

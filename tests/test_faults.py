@@ -19,9 +19,9 @@ import pytest
 from aiohttp import WSMsgType
 
 from proxy.app import create_app
-from proxy.bridge import connect_host
 from proxy.closecodes import Close
-from proxy.keys import REGISTRY
+from proxy.relay.bridge import connect_host
+from proxy.web.keys import REGISTRY
 from tests.conftest import echo, make_config, write_token_file
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from proxy.rfb import (
+from proxy.protocols.rfb.handshake import (
     MAX_BUFFER,
     MAX_REASON,
     NEED_DATA,
@@ -33,7 +33,7 @@ from proxy.rfb import (
     VencryptSubtype,
     VersionAgreed,
 )
-from proxy.vncauth import vnc_auth_response
+from proxy.protocols.rfb.vncauth import vnc_auth_response
 
 V33, V37, V38 = RfbVersion.V3_3, RfbVersion.V3_7, RfbVersion.V3_8
 NONE, VNC_AUTH = SecurityType.NONE, SecurityType.VNC_AUTH

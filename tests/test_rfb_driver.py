@@ -9,10 +9,15 @@ from typing import Any
 
 import pytest
 
-from proxy.rfb import AuthenticationFailed, RemoteProtocolError, RfbVersion, SecurityComplete
-from proxy.rfb import SecurityType as Sec
-from proxy.rfb_driver import HandshakeTimeout, authenticate_upstream
-from proxy.vncauth import vnc_auth_response
+from proxy.protocols.rfb.driver import HandshakeTimeout, authenticate_upstream
+from proxy.protocols.rfb.handshake import (
+    AuthenticationFailed,
+    RemoteProtocolError,
+    RfbVersion,
+    SecurityComplete,
+)
+from proxy.protocols.rfb.handshake import SecurityType as Sec
+from proxy.protocols.rfb.vncauth import vnc_auth_response
 
 CHALLENGE = bytes(range(16))
 

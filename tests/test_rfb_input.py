@@ -7,7 +7,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.rfb_input import ClientMessageScanner
+from proxy.protocols.rfb.input import ClientMessageScanner
 
 FBUR = bytes([3, 1]) + struct.pack("!HHHH", 0, 0, 800, 600)
 SET_ENCODINGS = bytes([2, 0]) + struct.pack("!H", 3) + struct.pack("!iii", 0, 7, -223)

@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proxy.rfb import (
+from proxy.protocols.rfb.driver import authenticate_upstream
+from proxy.protocols.rfb.handshake import (
     AuthenticationFailed,
     RemoteProtocolError,
     RfbVersion,
     SecurityComplete,
     SecurityType,
 )
-from proxy.rfb_driver import authenticate_upstream
 from tests.support.qemu import QemuVm
 from tests.support.rfb_client import RfbClient, TcpStream
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from proxy.signed_tickets import PREFIX, TicketSigner, decode_signing_keys
-from proxy.tickets import Ticket, is_well_formed
+from proxy.tickets.signed import PREFIX, TicketSigner, decode_signing_keys
+from proxy.tickets.store import Ticket, is_well_formed
 
 KEY_A, KEY_B = os.urandom(32), os.urandom(32)
 

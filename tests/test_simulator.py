@@ -41,9 +41,7 @@ STOPPED_DETAILS = (
     "current vm instance state[Stopped] doesn't allow to proceed message"
     "[org.zstack.header.vm.APIGetVmConsoleAddressMsg], allowed states are [Running, Crashed]"
 )
-SESSION_INVALID = (
-    "The session is invalid, either wrong session id or the session has been expired"
-)
+SESSION_INVALID = "The session is invalid, either wrong session id or the session has been expired"
 DEMO_INVENTORY = Path(__file__).parent.parent / "proxy" / "demo" / "inventory.toml"
 
 
@@ -88,8 +86,9 @@ def oauth(session: str) -> dict[str, str]:
 
 
 async def address(client: Client, session: str, uuid: str) -> tuple[int, Any]:
-    resp = await client.get(f"/zstack/v1/vm-instances/{uuid}/console-addresses",
-                            headers=oauth(session))
+    resp = await client.get(
+        f"/zstack/v1/vm-instances/{uuid}/console-addresses", headers=oauth(session)
+    )
     return resp.status, await resp.json()
 
 
@@ -177,8 +176,9 @@ async def test_logout_ends_the_session(aiohttp_client: MakeClient) -> None:
     assert await resp.json() == {}
     resp = await client.get(f"/zstack/v1/accounts/sessions/{session}/valid")
     assert await resp.json() == {"valid": False}
-    resp = await client.get(f"/zstack/v1/vm-instances/{RUNNING}/console-addresses",
-                            headers=oauth(session))
+    resp = await client.get(
+        f"/zstack/v1/vm-instances/{RUNNING}/console-addresses", headers=oauth(session)
+    )
     await assert_error(resp, "ID.1001", SESSION_INVALID, "Session expired")
 
 
@@ -193,8 +193,9 @@ async def test_sessions_expire_and_calls_renew_them(aiohttp_client: MakeClient) 
     await asyncio.sleep(0.6)
     resp = await client.get(f"/zstack/v1/accounts/sessions/{session}/valid")
     assert await resp.json() == {"valid": False}
-    resp = await client.get(f"/zstack/v1/vm-instances/{RUNNING}/console-addresses",
-                            headers=oauth(session))
+    resp = await client.get(
+        f"/zstack/v1/vm-instances/{RUNNING}/console-addresses", headers=oauth(session)
+    )
     await assert_error(resp, "ID.1001", SESSION_INVALID, "Session expired")
 
 
@@ -223,8 +224,9 @@ async def test_foreign_authorization_type_is_plain_400(
     aiohttp_client: MakeClient, header: str
 ) -> None:
     client = await simulator(aiohttp_client)
-    resp = await client.get(f"/zstack/v1/vm-instances/{RUNNING}/console-addresses",
-                            headers={"Authorization": header})
+    resp = await client.get(
+        f"/zstack/v1/vm-instances/{RUNNING}/console-addresses", headers={"Authorization": header}
+    )
     await assert_plain(resp, 400, "Authorization type must be 'OAuth'")
 
 
@@ -246,8 +248,9 @@ async def test_unknown_path_is_plain_404(
 
 async def test_unknown_session_is_id_1001(aiohttp_client: MakeClient) -> None:
     client = await simulator(aiohttp_client)
-    resp = await client.get(f"/zstack/v1/vm-instances/{RUNNING}/console-addresses",
-                            headers=oauth("f" * 32))
+    resp = await client.get(
+        f"/zstack/v1/vm-instances/{RUNNING}/console-addresses", headers=oauth("f" * 32)
+    )
     error = await assert_error(resp, "ID.1001", SESSION_INVALID, "Session expired")
     assert "cause" not in error
 
@@ -258,8 +261,9 @@ async def test_unknown_session_is_id_1001(aiohttp_client: MakeClient) -> None:
 async def test_console_address_matches_the_manual(aiohttp_client: MakeClient) -> None:
     client = await simulator(aiohttp_client)
     session = await login(client)
-    resp = await client.get(f"/zstack/v1/vm-instances/{RUNNING}/console-addresses",
-                            headers=oauth(session))
+    resp = await client.get(
+        f"/zstack/v1/vm-instances/{RUNNING}/console-addresses", headers=oauth(session)
+    )
     assert resp.status == 200
     assert resp.content_type == "application/json"
     text = await resp.text()
@@ -276,8 +280,9 @@ async def test_console_address_matches_the_manual(aiohttp_client: MakeClient) ->
 async def test_ports_can_be_integers(aiohttp_client: MakeClient) -> None:
     client = await simulator(aiohttp_client, portsAsFloat=False)
     session = await login(client)
-    resp = await client.get(f"/zstack/v1/vm-instances/{RUNNING}/console-addresses",
-                            headers=oauth(session))
+    resp = await client.get(
+        f"/zstack/v1/vm-instances/{RUNNING}/console-addresses", headers=oauth(session)
+    )
     text = await resp.text()
     assert '"port": 5900,' in text
     assert isinstance(json.loads(text)["port"], int)
@@ -309,8 +314,9 @@ async def test_console_address_per_protocol(
 
 async def test_stopped_vm_is_sys_1006_caused_by_vm_1010(aiohttp_client: MakeClient) -> None:
     client = await simulator(aiohttp_client)
-    resp = await client.get(f"/zstack/v1/vm-instances/{STOPPED}/console-addresses",
-                            headers=oauth(await login(client)))
+    resp = await client.get(
+        f"/zstack/v1/vm-instances/{STOPPED}/console-addresses", headers=oauth(await login(client))
+    )
     error = await assert_error(resp, "SYS.1006", "An operation failed", STOPPED_DETAILS)
     assert error["cause"] == {
         "code": "VM.1010",
@@ -321,8 +327,9 @@ async def test_stopped_vm_is_sys_1006_caused_by_vm_1010(aiohttp_client: MakeClie
 
 async def test_broken_host_agent_is_sys_1006(aiohttp_client: MakeClient) -> None:
     client = await simulator(aiohttp_client)
-    resp = await client.get(f"/zstack/v1/vm-instances/{BROKEN}/console-addresses",
-                            headers=oauth(await login(client)))
+    resp = await client.get(
+        f"/zstack/v1/vm-instances/{BROKEN}/console-addresses", headers=oauth(await login(client))
+    )
     details = f"operation error, because:libvirt failed to get console port for VM {BROKEN}"
     error = await assert_error(resp, "SYS.1006", "An operation failed", details)
     assert "cause" not in error
@@ -331,8 +338,9 @@ async def test_broken_host_agent_is_sys_1006(aiohttp_client: MakeClient) -> None
 @pytest.mark.parametrize("what", ["console-addresses", "console-passwords"])
 async def test_unknown_vm_is_sys_1003(aiohttp_client: MakeClient, what: str) -> None:
     client = await simulator(aiohttp_client)
-    resp = await client.get(f"/zstack/v1/vm-instances/{MISSING}/{what}",
-                            headers=oauth(await login(client)))
+    resp = await client.get(
+        f"/zstack/v1/vm-instances/{MISSING}/{what}", headers=oauth(await login(client))
+    )
     details = f"invalid field[uuid], resource[uuid:{MISSING}, type:VmInstanceVO] not found"
     await assert_error(resp, "SYS.1003", "A resource can not be found", details)
 
@@ -340,8 +348,9 @@ async def test_unknown_vm_is_sys_1003(aiohttp_client: MakeClient, what: str) -> 
 @pytest.mark.parametrize("what", ["console-addresses", "console-passwords"])
 async def test_other_accounts_vm_is_id_1002(aiohttp_client: MakeClient, what: str) -> None:
     client = await simulator(aiohttp_client)
-    resp = await client.get(f"/zstack/v1/vm-instances/{ADMINS}/{what}",
-                            headers=oauth(await login(client)))
+    resp = await client.get(
+        f"/zstack/v1/vm-instances/{ADMINS}/{what}", headers=oauth(await login(client))
+    )
     assert resp.status == 503
     error = (await resp.json())["error"]
     assert error["code"] == "ID.1002"
@@ -372,8 +381,10 @@ async def test_console_password(
     aiohttp_client: MakeClient, uuid: str, expected: dict[str, str]
 ) -> None:
     client = await simulator(aiohttp_client)
-    resp = await client.get(f"/zstack/v1/vm-instances/{uuid}/console-passwords",
-                            headers=oauth(await login(client, "admin", "password")))
+    resp = await client.get(
+        f"/zstack/v1/vm-instances/{uuid}/console-passwords",
+        headers=oauth(await login(client, "admin", "password")),
+    )
     assert resp.status == 200
     assert await resp.json() == expected
 

@@ -78,12 +78,15 @@ async def test_soak_many_consoles_byte_exact(tcp_target: Any, tmp_path: Path) ->
         expected = hashlib.sha256(b"".join(chunk(seed, i) for i in range(got_down // CHUNK)))
         assert down_digest == expected.hexdigest()
         # ...and what the browser sent upstream arrived whole and in order.
-        assert host_received[seed].hexdigest() == hashlib.sha256(
-            b"".join(chunk(seed[::-1], i) for i in range(sent_up))
-        ).hexdigest()
+        assert (
+            host_received[seed].hexdigest()
+            == hashlib.sha256(b"".join(chunk(seed[::-1], i) for i in range(sent_up))).hexdigest()
+        )
     total = sum(r[2] for r in results) / 1e6
-    print(f"\nsoak: {CONSOLES} consoles, {SECONDS:.0f} s, {total:.0f} MB down, "
-          f"proxy RSS {peak_rss / 2**20:.0f} MiB")
+    print(
+        f"\nsoak: {CONSOLES} consoles, {SECONDS:.0f} s, {total:.0f} MB down, "
+        f"proxy RSS {peak_rss / 2**20:.0f} MiB"
+    )
 
 
 async def console(

@@ -15,10 +15,8 @@ from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from proxy.bridge import Bridge, BridgeLimits
 from proxy.closecodes import Close
-from proxy.hostlink import HostLink
-from proxy.spice import (
+from proxy.protocols.spice.link import (
     CURSOR,
     DISPLAY,
     INPUTS,
@@ -36,8 +34,10 @@ from proxy.spice import (
     TicketRewritten,
     secure_spice,
 )
+from proxy.relay.bridge import Bridge, BridgeLimits
+from proxy.relay.hostlink import HostLink
 
-# Wire formats written out again here, independently of proxy.spice (spice/protocol.h).
+# Wire formats written out again here, independently of the proxy (spice/protocol.h).
 HEADER = struct.Struct("<4sIII")
 LINK_MESS = struct.Struct("<IBBIII")
 LINK_REPLY_FIXED = 4 + 162 + 12

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from websockify.token_plugins import TokenFile
 
-from proxy.static_tokens import StaticTokens
+from proxy.tickets.static import StaticTokens
 from tests.conftest import write_token_file
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from proxy.redis_store import (
+from proxy.tickets.redis_store import (
     RedisTicketStore,
     TicketStoreUnavailable,
     decode_key,
     redis_client_from_url,
 )
-from proxy.tickets import MemoryTicketStore, Ticket, TicketStore, TicketStoreFull, new_token
+from proxy.tickets.store import MemoryTicketStore, Ticket, TicketStore, TicketStoreFull, new_token
 from tests.conftest import require_binary
 from tests.support.services import RedisServer
 

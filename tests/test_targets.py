@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.targets import TargetPolicy, parse_rule
+from proxy.consoles.targets import TargetPolicy, parse_rule
 
 
 def test_empty_policy_allows_nothing() -> None:

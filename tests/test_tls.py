@@ -2,7 +2,7 @@
 
 QEMU gets a throwaway PKI (tests/support/certs.py): ``tls-creds-x509`` for VNC, which then
 offers VeNCrypt with X509None (X509Vnc with ``password=on``), and ``x509-dir`` for SPICE's
-``tls-port``. The proxy's side is :func:`proxy.tls.client_context` from a ``TlsConfig``.
+``tls-port``. The proxy's side is :func:`proxy.relay.tls.client_context` from a ``TlsConfig``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import pytest
 
 from proxy.closecodes import Close
 from proxy.config import ConfigError, TlsConfig
-from proxy.rfb import (
+from proxy.protocols.rfb.driver import _buffered, _start_tls, authenticate_upstream
+from proxy.protocols.rfb.handshake import (
     AuthenticationFailed,
     RemoteProtocolError,
     RfbVersion,
@@ -29,9 +30,14 @@ from proxy.rfb import (
     TlsRequired,
     VencryptSubtype,
 )
-from proxy.rfb_driver import _buffered, _start_tls, authenticate_upstream
-from proxy.tls import TlsFailure, client_context, connect_tls, open_tls_connection, tls_failure
-from proxy.vnc_security import secure_vnc
+from proxy.protocols.rfb.security import secure_vnc
+from proxy.relay.tls import (
+    TlsFailure,
+    client_context,
+    connect_tls,
+    open_tls_connection,
+    tls_failure,
+)
 from tests.support.certs import Pki, write_pki
 from tests.support.qemu import QemuVm
 from tests.support.rfb_client import RfbClient, TcpStream
@@ -350,7 +356,7 @@ async def test_an_untrusted_certificate_fails_and_nothing_goes_out_in_plaintext(
 
         # secure_vnc maps it to the close code and logs the real cause.
         async with connect(vm.vnc_port) as (reader, writer):
-            with caplog.at_level(logging.WARNING, logger="proxy.vnc_security"):
+            with caplog.at_level(logging.WARNING, logger="proxy.protocols.rfb.security"):
                 result = await secure_vnc(None, reader, writer, password, TIMEOUT, tls=untrusted)  # type: ignore[arg-type]
         assert result is Close.TLS_UNVERIFIED
         assert "unable to get local issuer certificate" in caplog.text
@@ -497,7 +503,7 @@ async def test_spice_tls_with_the_wrong_ca_fails_clearly(
     assert caught.value.close is Close.TLS_UNVERIFIED
     # spice-server sends its CA along, so OpenSSL finds a self-signed root it does not trust.
     assert caught.value.reason.startswith("certificate verification failed: self-signed")
-    with caplog.at_level(logging.WARNING, logger="proxy.tls"):
+    with caplog.at_level(logging.WARNING, logger="proxy.relay.tls"):
         assert await connect_tls("127.0.0.1", port, untrusted, TIMEOUT) is Close.TLS_UNVERIFIED
     assert f"TLS to console host 127.0.0.1:{port} failed: certificate verification" in caplog.text
 

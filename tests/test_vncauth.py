@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-from proxy.vncauth import verify_vnc_auth, vnc_auth_response, vnc_des_key
+from proxy.protocols.rfb.vncauth import verify_vnc_auth, vnc_auth_response, vnc_des_key
 from tests.conftest import require_binary
 
 CHALLENGE = bytes((i * 17 + 3) & 0xFF for i in range(16))
@@ -83,8 +83,10 @@ async def _qmp(path: Path, command: str, arguments: dict[str, str]) -> None:
     try:
         async with asyncio.timeout(TIMEOUT):
             await reader.readline()  # greeting
-            for message in ({"execute": "qmp_capabilities"}, {"execute": command,
-                                                               "arguments": arguments}):
+            for message in (
+                {"execute": "qmp_capabilities"},
+                {"execute": command, "arguments": arguments},
+            ):
                 writer.write(json.dumps(message).encode() + b"\n")
                 reply = json.loads(await reader.readline())
                 while "event" in reply:

@@ -22,7 +22,7 @@ from proxy.demo.simulator import (
     create_simulator_app,
     sha512_hex,
 )
-from proxy.zstack import ConsoleAddress, VdiPortInfo, ZStackClient, ZStackError
+from proxy.zstack.client import ConsoleAddress, VdiPortInfo, ZStackClient, ZStackError
 
 MakeServer = Callable[..., Awaitable[TestServer]]
 
@@ -415,8 +415,11 @@ async def test_invalid_json_is_bad_response(
         (503, {"code": "SYS.1000", "details": "boom"}, (502, "SYS.1000", "boom")),
         (503, {"code": "SYS.1006", "cause": {"code": "HOST.1001"}}, (502, "SYS.1006", "")),
         (200, {"code": "ID.1001"}, (401, "ID.1001", "")),
-        (503, {"code": "ID.1001", "details": f"session[{SECRET}] expired"},
-         (401, "ID.1001", "session[<session>] expired")),
+        (
+            503,
+            {"code": "ID.1001", "details": f"session[{SECRET}] expired"},
+            (401, "ID.1001", "session[<session>] expired"),
+        ),
     ],
 )
 async def test_error_bodies(

@@ -14,8 +14,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from proxy.demo.simulator import ADMIN, Inventory
-from proxy.errors import ApiError
-from proxy.keys import CONFIG
+from proxy.web.errors import ApiError
+from proxy.web.keys import CONFIG
 
 INVENTORY = web.AppKey("demo_inventory", Inventory)
 SIMULATOR_URL = web.AppKey("demo_simulator_url", str)

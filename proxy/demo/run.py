@@ -9,13 +9,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.accesslog import RedactingAccessLogger
 from proxy.app import create_app
 from proxy.config import load_config, parse_listen
 from proxy.demo.portal import add_demo_routes
 from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
 from proxy.demo.vncserver import DemoVncServer
 from proxy.server import wait_for_signal
+from proxy.web.accesslog import RedactingAccessLogger
 
 log = logging.getLogger(__name__)
 

@@ -160,7 +160,7 @@ async def _login(request: web.Request) -> web.Response:
         fields = (await request.json())["logInByAccount"]
         name, password = fields["accountName"], fields["password"]
     except (ValueError, KeyError, TypeError):
-        return _error("SYS.1007", "the body must be {\"logInByAccount\": {accountName, password}}")
+        return _error("SYS.1007", 'the body must be {"logInByAccount": {accountName, password}}')
     account = _find_account(state.inventory, name, password)
     if account is None:
         return _error("ID.1000", "wrong account name or password")

@@ -26,7 +26,7 @@ from functools import reduce
 from types import TracebackType
 from typing import Any, Literal
 
-from proxy.vncauth import verify_vnc_auth
+from proxy.protocols.rfb.vncauth import verify_vnc_auth
 
 logger = logging.getLogger(__name__)
 

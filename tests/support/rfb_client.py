@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from proxy.vncauth import vnc_auth_response
+from proxy.protocols.rfb.vncauth import vnc_auth_response
 
 VERSION_3_8 = b"RFB 003.008\n"
 SECURITY_INVALID = 0

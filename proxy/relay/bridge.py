@@ -1,7 +1,7 @@
 """The WebSocket <-> TCP pump between a browser and a VM's console port.
 
 Bytes pass unchanged both ways. Each direction holds a bounded amount of data: the host link
-pauses reading at a fixed limit (proxy.hostlink), and ``WebSocketResponse.send_bytes`` waits
+pauses reading at a fixed limit (proxy.relay.hostlink), and ``WebSocketResponse.send_bytes`` waits
 for the browser's socket to drain, so a browser that stops reading makes the proxy stop reading
 the host. The other way, aiohttp pauses reading the browser when its message queue is full, and
 we wait for the host socket to drain before taking the next message.
@@ -21,7 +21,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
 from proxy.closecodes import Close
-from proxy.hostlink import HostLink
+from proxy.relay.hostlink import HostLink
 
 log = logging.getLogger(__name__)
 

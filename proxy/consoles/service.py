@@ -7,13 +7,13 @@ import re
 import time
 from dataclasses import dataclass
 
-from proxy.errors import ApiError
-from proxy.metrics import Metrics
-from proxy.signed_tickets import TicketSigner, is_signed
-from proxy.static_tokens import StaticTokens
-from proxy.targets import TargetPolicy
-from proxy.tickets import Ticket, TicketStore, TicketStoreFull, is_well_formed, new_token
-from proxy.zstack import ConsoleAddress, ZStackClient
+from proxy.consoles.targets import TargetPolicy
+from proxy.observe.metrics import Metrics
+from proxy.tickets.signed import TicketSigner, is_signed
+from proxy.tickets.static import StaticTokens
+from proxy.tickets.store import Ticket, TicketStore, TicketStoreFull, is_well_formed, new_token
+from proxy.web.errors import ApiError
+from proxy.zstack.client import ConsoleAddress, ZStackClient
 
 log = logging.getLogger(__name__)
 

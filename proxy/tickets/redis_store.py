@@ -39,7 +39,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from proxy.tickets import Ticket, TicketStore, TicketStoreFull, TicketStoreUnavailable
+from proxy.tickets.store import Ticket, TicketStore, TicketStoreFull, TicketStoreUnavailable
 
 log = logging.getLogger(__name__)
 

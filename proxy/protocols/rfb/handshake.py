@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from proxy.vncauth import CHALLENGE_SIZE, vnc_auth_response
+from proxy.protocols.rfb.vncauth import CHALLENGE_SIZE, vnc_auth_response
 
 # Reason strings are human text; anything longer is a broken or hostile peer.
 MAX_REASON = 64 * 1024

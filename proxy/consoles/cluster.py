@@ -22,7 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from proxy.tickets import TicketStoreUnavailable
+from proxy.tickets.store import TicketStoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
-"""Runs the sans-IO :class:`proxy.rfb.UpstreamHandshake` over asyncio streams."""
+"""Runs the sans-IO :class:`proxy.protocols.rfb.upstream.UpstreamHandshake` over asyncio streams."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
 
-from proxy.rfb import (
+from proxy.protocols.rfb.handshake import (
     NEED_DATA,
     LocalProtocolError,
     RemoteProtocolError,
@@ -14,7 +14,7 @@ from proxy.rfb import (
     StartTls,
     UpstreamHandshake,
 )
-from proxy.tls import tls_failure
+from proxy.relay.tls import tls_failure
 
 READ_SIZE = 4096
 
@@ -38,14 +38,14 @@ async def authenticate_upstream(
 
     Returns the final event (version, security type) and the bytes the server sent after it
     (normally none), which belong to the console stream. Raises :class:`RemoteProtocolError`
-    (:class:`~proxy.rfb.AuthenticationFailed`, :class:`HandshakeTimeout`,
-    :class:`~proxy.rfb.TlsRequired`, ...) with a reason fit to show a user; ``OSError`` from the
+    (:class:`~proxy.protocols.rfb.events.AuthenticationFailed`, :class:`HandshakeTimeout`,
+    :class:`~proxy.protocols.rfb.events.TlsRequired`, ...) with a reason fit to show a user; ``OSError`` from the
     streams passes through.
 
     With ``tls``, VeNCrypt is used when the server offers it: the connection is upgraded in
     place (``reader`` and ``writer`` then carry TLS, and the caller goes on using them), with
     ``server_hostname`` (default: the peer's IP) checked against the certificate when the
-    context checks hostnames. A failed TLS handshake raises :class:`~proxy.tls.TlsFailure`;
+    context checks hostnames. A failed TLS handshake raises :class:`~proxy.relay.tls.TlsFailure`;
     nothing more is sent in plaintext. ``require_tls`` refuses servers without VeNCrypt.
     """
     if require_tls and tls is None:

@@ -12,11 +12,11 @@ import aiohttp_jinja2
 from aiohttp import hdrs, web
 
 from proxy.closecodes import Close
-from proxy.consoles import PROTOCOLS, normalize_vm_uuid
-from proxy.errors import ApiError
-from proxy.keys import CLUSTER, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY, ZSTACK
-from proxy.tickets import TicketStoreUnavailable
-from proxy.zstack import ZStackError
+from proxy.consoles.service import PROTOCOLS, normalize_vm_uuid
+from proxy.tickets.store import TicketStoreUnavailable
+from proxy.web.errors import ApiError
+from proxy.web.keys import CLUSTER, CONFIG, CONSOLES, METRICS, RATE_LIMITER, REGISTRY, ZSTACK
+from proxy.zstack.client import ZStackError
 
 log = logging.getLogger(__name__)
 

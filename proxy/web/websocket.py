@@ -10,9 +10,14 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from proxy import spice
-from proxy.audit import ConsoleFacts
-from proxy.bridge import (
+from proxy.closecodes import Close
+from proxy.consoles.registry import LiveConsole
+from proxy.observe.audit import ConsoleFacts
+from proxy.protocols.rfb.input import ClientMessageScanner
+from proxy.protocols.rfb.security import secure_vnc
+from proxy.protocols.spice import link as spice
+from proxy.protocols.spice.link import secure_spice
+from proxy.relay.bridge import (
     READ_SIZE,
     Bridge,
     BridgeLimits,
@@ -20,10 +25,11 @@ from proxy.bridge import (
     Streams,
     connect_host,
 )
-from proxy.closecodes import Close
-from proxy.errors import ApiError
-from proxy.hostlink import HostLink
-from proxy.keys import (
+from proxy.relay.hostlink import HostLink
+from proxy.relay.tls import connect_tls
+from proxy.tickets.store import Ticket, TicketStoreUnavailable
+from proxy.web.errors import ApiError
+from proxy.web.keys import (
     AUDIT,
     CLUSTER,
     CONFIG,
@@ -33,12 +39,6 @@ from proxy.keys import (
     REGISTRY,
     TLS_CONTEXT,
 )
-from proxy.registry import LiveConsole
-from proxy.rfb_input import ClientMessageScanner
-from proxy.spice import secure_spice
-from proxy.tickets import Ticket, TicketStoreUnavailable
-from proxy.tls import connect_tls
-from proxy.vnc_security import secure_vnc
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from proxy.tickets import Ticket
+from proxy.tickets.store import Ticket
 
 PREFIX = "s1."
 MIN_KEY_BYTES = 32

@@ -17,7 +17,8 @@ import ssl
 from aiohttp import WSMsgType, web
 
 from proxy.closecodes import Close
-from proxy.rfb import (
+from proxy.protocols.rfb.driver import HandshakeTimeout, authenticate_upstream
+from proxy.protocols.rfb.handshake import (
     NEED_DATA,
     AuthenticationFailed,
     DownstreamHandshake,
@@ -25,9 +26,8 @@ from proxy.rfb import (
     RemoteProtocolError,
     TlsRequired,
 )
-from proxy.rfb import SecurityComplete as Done
-from proxy.rfb_driver import HandshakeTimeout, authenticate_upstream
-from proxy.tls import TlsFailure
+from proxy.protocols.rfb.handshake import SecurityComplete as Done
+from proxy.relay.tls import TlsFailure
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ async def secure_vnc(
     """Run both handshakes; return (bytes for the host, bytes for the browser) or why not.
 
     ``tls``, ``require_tls`` and ``server_hostname`` are passed to
-    :func:`~proxy.rfb_driver.authenticate_upstream` (VeNCrypt); ``reader`` and ``writer`` may be
+    :func:`~proxy.protocols.rfb.driver.authenticate_upstream` (VeNCrypt); ``reader`` and ``writer`` may be
     upgraded to TLS in place, so the bridge keeps using them.
     """
     if require_tls and tls is None:

@@ -6,14 +6,14 @@ import ssl
 
 from aiohttp import web
 
-from proxy.audit import AuditLog
-from proxy.cluster import ClusterState
 from proxy.config import Config
-from proxy.consoles import ConsoleService
-from proxy.limits import RateLimiter
-from proxy.metrics import Metrics
-from proxy.registry import ConsoleRegistry
-from proxy.zstack import ZStackClient
+from proxy.consoles.cluster import ClusterState
+from proxy.consoles.limits import RateLimiter
+from proxy.consoles.registry import ConsoleRegistry
+from proxy.consoles.service import ConsoleService
+from proxy.observe.audit import AuditLog
+from proxy.observe.metrics import Metrics
+from proxy.zstack.client import ZStackClient
 
 CONFIG = web.AppKey("config", Config)
 ZSTACK = web.AppKey("zstack", ZStackClient)
