@@ -16,7 +16,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from proxy.closecodes import Close
-from proxy.config import Config, redis_url
+from proxy.config import Config, decode_key, decode_signing_keys, redis_url
 from proxy.consoles.cluster import REFRESH_EVERY, ClusterState
 from proxy.consoles.limits import RateLimiter
 from proxy.consoles.registry import ConsoleRegistry
@@ -25,10 +25,12 @@ from proxy.consoles.targets import TargetPolicy
 from proxy.observe.audit import AuditLog
 from proxy.observe.metrics import Metrics
 from proxy.relay.tls import client_context
-from proxy.tickets.redis_store import RedisTicketStore, decode_key, redis_client_from_url
-from proxy.tickets.signed import TicketSigner, decode_signing_keys
+from proxy.tickets.memory import MemoryTicketStore
+from proxy.tickets.redis_client import redis_client_from_url
+from proxy.tickets.redis_store import RedisTicketStore
+from proxy.tickets.signed import TicketSigner
 from proxy.tickets.static import StaticTokens
-from proxy.tickets.store import MemoryTicketStore, TicketStore, TicketStoreUnavailable
+from proxy.tickets.store import TicketStore, TicketStoreUnavailable
 from proxy.web import views
 from proxy.web.errors import ApiError
 from proxy.web.forwarded import forwarded_middleware

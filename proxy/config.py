@@ -7,13 +7,17 @@ one raises :class:`ConfigError` naming the key.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+
+from proxy.consoles.targets import TargetPolicy
 
 ENV_PREFIX = "CONSOLE_PROXY_"
 
@@ -287,8 +291,6 @@ def validate(config: Config) -> None:
         raise ConfigError("audit.sink", f"must be 'stderr', 'file:/path' or '', got {sink!r}")
     if config.limits.max_frame_size < 4096:
         raise ConfigError("limits.max_frame_size", "must be at least 4096 bytes")
-    from proxy.consoles.targets import TargetPolicy  # late import: targets parses its own syntax
-
     try:
         TargetPolicy.parse(config.targets.allow)
     except ValueError as exc:
@@ -313,19 +315,14 @@ def _check_store(config: Config) -> None:
     if store == "redis" and not config.tickets.redis_url:
         raise ConfigError("tickets.redis_url", "store = 'redis' needs redis_url")
     if config.tickets.encrypt_key:
-        from proxy.tickets.redis_store import decode_key  # late import: redis is only needed here
-
         try:
             decode_key(config.tickets.encrypt_key)
         except ValueError as exc:
             raise ConfigError("tickets.encrypt_key", str(exc)) from exc
-    if config.tickets.signing_keys:
-        from proxy.tickets.signed import TicketSigner, decode_signing_keys
-
-        try:
-            TicketSigner(decode_signing_keys(config.tickets.signing_keys))
-        except ValueError as exc:
-            raise ConfigError("tickets.signing_keys", str(exc)) from exc
+    try:
+        decode_signing_keys(config.tickets.signing_keys)
+    except ValueError as exc:
+        raise ConfigError("tickets.signing_keys", str(exc)) from exc
     _positive("tickets.redis_timeout", config.tickets.redis_timeout)
     _positive("tickets.spice_channels", config.tickets.spice_channels)
     _positive("tickets.spice_window", config.tickets.spice_window)
@@ -334,6 +331,37 @@ def _check_store(config: Config) -> None:
         raise ConfigError("tls.ca_file", "client certificates and vnc_required need ca_file")
     if bool(tls.cert_file) != bool(tls.key_file):
         raise ConfigError("tls.key_file", "cert_file and key_file go together")
+
+
+def decode_key(text: str) -> bytes:
+    """An ``encrypt_key`` from its config form: 16, 24 or 32 bytes in (url-safe) base64."""
+    try:
+        key = base64.b64decode(text.strip().replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("encrypt_key is not base64") from exc
+    if len(key) not in (16, 24, 32):
+        raise ValueError(f"encrypt_key must be 16, 24 or 32 bytes, got {len(key)}")
+    return key
+
+
+MIN_SIGNING_KEY_BYTES = 32
+
+
+def decode_signing_keys(values: Sequence[str]) -> list[bytes]:
+    """``signing_keys`` from base64 (standard or url-safe); each at least 32 bytes."""
+    keys = []
+    for value in values:
+        try:
+            key = base64.b64decode(value.encode(), validate=True)
+        except (binascii.Error, ValueError):
+            try:
+                key = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError("a signing key is not base64") from exc
+        if len(key) < MIN_SIGNING_KEY_BYTES:
+            raise ValueError(f"signing keys need at least {MIN_SIGNING_KEY_BYTES} bytes")
+        keys.append(key)
+    return keys
 
 
 def parse_listen(value: str, key: str = "server.listen") -> tuple[str, int]:

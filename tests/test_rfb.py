@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from proxy.protocols.rfb.handshake import (
+from proxy.protocols.rfb.downstream import DownstreamHandshake
+from proxy.protocols.rfb.events import (
     MAX_BUFFER,
     MAX_REASON,
     NEED_DATA,
     AuthenticationFailed,
-    DownstreamHandshake,
     DownstreamState,
     Event,
     LocalProtocolError,
@@ -28,11 +28,11 @@ from proxy.protocols.rfb.handshake import (
     SecurityType,
     StartTls,
     TlsRequired,
-    UpstreamHandshake,
     UpstreamState,
     VencryptSubtype,
     VersionAgreed,
 )
+from proxy.protocols.rfb.upstream import UpstreamHandshake
 from proxy.protocols.rfb.vncauth import vnc_auth_response
 
 V33, V37, V38 = RfbVersion.V3_3, RfbVersion.V3_7, RfbVersion.V3_8

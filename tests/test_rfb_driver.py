@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from proxy.protocols.rfb.driver import HandshakeTimeout, authenticate_upstream
-from proxy.protocols.rfb.handshake import (
+from proxy.protocols.rfb.events import (
     AuthenticationFailed,
     RemoteProtocolError,
     RfbVersion,
     SecurityComplete,
 )
-from proxy.protocols.rfb.handshake import SecurityType as Sec
+from proxy.protocols.rfb.events import SecurityType as Sec
 from proxy.protocols.rfb.vncauth import vnc_auth_response
 
 CHALLENGE = bytes(range(16))

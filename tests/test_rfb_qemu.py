@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from proxy.protocols.rfb.driver import authenticate_upstream
-from proxy.protocols.rfb.handshake import (
+from proxy.protocols.rfb.events import (
     AuthenticationFailed,
     RemoteProtocolError,
     RfbVersion,

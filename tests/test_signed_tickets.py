@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from proxy.tickets.signed import PREFIX, TicketSigner, decode_signing_keys
+from proxy.config import decode_signing_keys
+from proxy.tickets.signed import PREFIX, TicketSigner
 from proxy.tickets.store import Ticket, is_well_formed
 
 KEY_A, KEY_B = os.urandom(32), os.urandom(32)

@@ -14,13 +14,17 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from proxy.tickets.redis_store import (
-    RedisTicketStore,
+from proxy.config import decode_key
+from proxy.tickets.memory import MemoryTicketStore
+from proxy.tickets.redis_client import redis_client_from_url
+from proxy.tickets.redis_store import RedisTicketStore
+from proxy.tickets.store import (
+    Ticket,
+    TicketStore,
+    TicketStoreFull,
     TicketStoreUnavailable,
-    decode_key,
-    redis_client_from_url,
+    new_token,
 )
-from proxy.tickets.store import MemoryTicketStore, Ticket, TicketStore, TicketStoreFull, new_token
 from tests.conftest import require_binary
 from tests.support.services import RedisServer
 

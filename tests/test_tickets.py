@@ -7,13 +7,8 @@ import time
 
 import pytest
 
-from proxy.tickets.store import (
-    MemoryTicketStore,
-    Ticket,
-    TicketStoreFull,
-    is_well_formed,
-    new_token,
-)
+from proxy.tickets.memory import MemoryTicketStore
+from proxy.tickets.store import Ticket, TicketStoreFull, is_well_formed, new_token
 
 
 def ticket(ttl: float = 30.0, password: str | None = None) -> Ticket:

@@ -21,7 +21,7 @@ import pytest
 from proxy.closecodes import Close
 from proxy.config import ConfigError, TlsConfig
 from proxy.protocols.rfb.driver import _buffered, _start_tls, authenticate_upstream
-from proxy.protocols.rfb.handshake import (
+from proxy.protocols.rfb.events import (
     AuthenticationFailed,
     RemoteProtocolError,
     RfbVersion,

@@ -22,7 +22,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from proxy.tickets.store import TicketStoreUnavailable
+from proxy.tickets.redis_client import redis_call
+from proxy.tickets.store import StoreUnavailable, TicketStoreFull
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ return 1
 """
 
 OnRevoke = Callable[[str], Awaitable[int]]
+
+
+class ClusterUnavailable(StoreUnavailable):
+    """The shared per-VM counts or the revocation channel (Redis) cannot be used."""
 
 
 class ClusterState:
@@ -59,11 +64,15 @@ class ClusterState:
     async def claim(self, vm_uuid: str, console_id: str, limit: int) -> bool:
         """Count a console of the VM cluster-wide; False when the VM already has ``limit``."""
         args: list[str | float] = [time.time(), limit, LEASE, self._member(console_id)]
-        return bool(await self._call(self._claim(keys=[self._vm_key(vm_uuid)], args=args)))
+        return bool(
+            await self._call("EVALSHA", self._claim(keys=[self._vm_key(vm_uuid)], args=args))
+        )
 
     async def release(self, vm_uuid: str, console_id: str) -> None:
-        with contextlib.suppress(TicketStoreUnavailable):  # the lease expires it anyway
-            await self._call(self._redis.zrem(self._vm_key(vm_uuid), self._member(console_id)))
+        with contextlib.suppress(ClusterUnavailable):  # the lease expires it anyway
+            await self._call(
+                "ZREM", self._redis.zrem(self._vm_key(vm_uuid), self._member(console_id))
+            )
 
     async def refresh(self, consoles: Iterable[tuple[str, str]]) -> None:
         """Extend the leases of this instance's open consoles, given as (vm, console id)."""
@@ -72,12 +81,12 @@ class ClusterState:
             for vm_uuid, console_id in consoles:
                 pipe.zadd(self._vm_key(vm_uuid), {self._member(console_id): until}, xx=True)
                 pipe.expire(self._vm_key(vm_uuid), int(LEASE) + 5)
-            await self._call(pipe.execute())
+            await self._call("ZADD", pipe.execute())
 
     async def publish_revoke(self, vm_uuid: str) -> int:
         """Tell every instance; return how many were listening (this one included)."""
         message = json.dumps({"vm": vm_uuid, "from": self.instance_id})
-        return int(await self._call(self._redis.publish(self._channel, message)))
+        return int(await self._call("PUBLISH", self._redis.publish(self._channel, message)))
 
     async def listen_for_revocations(self, on_revoke: OnRevoke) -> None:
         """Run until cancelled; resubscribe with backoff whenever Redis goes away."""
@@ -113,14 +122,11 @@ class ClusterState:
                 "revocation from instance %s closed %d console(s) of VM %s", sender, closed, vm_uuid
             )
 
-    async def _call(self, pending: Awaitable[Any]) -> Any:
+    async def _call(self, command: str, pending: Awaitable[Any]) -> Any:
         try:
-            async with asyncio.timeout(self._timeout):
-                return await pending
-        except TimeoutError:
-            raise TicketStoreUnavailable(f"Redis timed out after {self._timeout:g} s") from None
-        except (RedisError, OSError) as exc:
-            raise TicketStoreUnavailable(f"Redis failed: {exc}") from None
+            return await redis_call(command, pending, self._timeout, ClusterUnavailable)
+        except TicketStoreFull:
+            raise ClusterUnavailable(f"Redis {command} failed: out of memory") from None
 
 
 class _Backoff:

@@ -1,7 +1,8 @@
 """Tickets in Redis, shared by every proxy instance behind one load balancer.
 
-A ticket minted by one instance can be redeemed by any other; ``GETDEL`` (Redis >= 6.2) makes
-redemption single-use across all of them, and Redis itself expires unredeemed tickets (``px=``).
+A ticket minted by one instance can be redeemed by any other. A Lua script (``TAKE_SCRIPT``)
+takes one use atomically across all of them (the whole ticket for VNC, one of several channel
+sockets for SPICE), and Redis itself expires unredeemed tickets (``px=``).
 
 Security: a ticket may carry the VM's console password, and it is stored as part of the
 ticket's JSON. Keep Redis on a private network, require a password or an ACL user limited to
@@ -16,14 +17,12 @@ pass ``encrypt_key`` (16, 24 or 32 random bytes, the same on every instance) so 
 password is stored AES-GCM encrypted, bound to its token.
 
 When Redis cannot be reached every call raises :class:`TicketStoreUnavailable` within about
-``timeout`` seconds; the store never falls back to memory, which would break single use.
+``timeout`` seconds (see :mod:`proxy.tickets.redis_client`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import binascii
 import json
 import logging
 import os
@@ -35,11 +34,9 @@ from typing import Any, TypeVar
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import OutOfMemoryError, RedisError
 
-from proxy.tickets.store import Ticket, TicketStore, TicketStoreFull, TicketStoreUnavailable
+from proxy.tickets.redis_client import redis_call
+from proxy.tickets.store import Ticket, TicketStore
 
 log = logging.getLogger(__name__)
 
@@ -83,32 +80,8 @@ return raw
 """
 
 
-def redis_client_from_url(url: str, timeout: float, retries: int = 3) -> Redis:
-    """A client that reconnects with exponential backoff and bounds every socket wait."""
-    retry = Retry(ExponentialBackoff(cap=min(1.0, timeout / 2), base=0.02), retries)
-    return Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=retry,
-        health_check_interval=30,
-        client_name="console-proxy",
-    )
-
-
-def decode_key(text: str) -> bytes:
-    """An ``encrypt_key`` from its config form: 16, 24 or 32 bytes in (url-safe) base64."""
-    try:
-        key = base64.b64decode(text.strip().replace("-", "+").replace("_", "/"), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("encrypt_key is not base64") from exc
-    if len(key) not in (16, 24, 32):
-        raise ValueError(f"encrypt_key must be 16, 24 or 32 bytes, got {len(key)}")
-    return key
-
-
 class RedisTicketStore(TicketStore):
-    """Tickets as JSON under ``prefix + token``, expired by Redis, redeemed with ``GETDEL``."""
+    """Tickets as JSON under ``prefix + token``, expired by Redis, taken by ``TAKE_SCRIPT``."""
 
     def __init__(
         self,
@@ -160,17 +133,7 @@ class RedisTicketStore(TicketStore):
         await self._redis.aclose()
 
     async def _call(self, command: str, pending: Awaitable[T]) -> T:
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await pending
-        except OutOfMemoryError:
-            raise TicketStoreFull from None
-        except TimeoutError:
-            raise TicketStoreUnavailable(
-                f"Redis {command} timed out after {self._timeout:g} s"
-            ) from None
-        except (RedisError, OSError) as exc:
-            raise TicketStoreUnavailable(f"Redis {command} failed: {exc}") from None
+        return await redis_call(command, pending, self._timeout)
 
     def _encode(self, token: str, ticket: Ticket) -> dict[str, Any]:
         data = asdict(ticket)

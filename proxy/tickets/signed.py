@@ -125,13 +125,3 @@ class TicketSigner:
             return None
         blob = _unb64(str(sealed))
         return _sealing_key(key).decrypt(blob[:12], blob[12:], ticket_id.encode()).decode()
-
-
-def decode_signing_keys(values: Sequence[str]) -> list[bytes]:
-    keys = []
-    for value in values:
-        try:
-            keys.append(base64.b64decode(value.encode(), validate=True))
-        except (binascii.Error, ValueError):
-            keys.append(_unb64(value))
-    return keys

@@ -1,18 +1,18 @@
-"""Console tickets: what a token admits, and where minted tickets are kept until redeemed.
+"""Console tickets: what a token admits, and the interface of the stores that keep them.
 
-A minted ticket is single-use: :meth:`TicketStore.redeem` hands it out once and forgets it.
-Stores are pluggable (aiohttp-session style): the memory store lives here, others in their own
-modules.
+A VNC ticket admits one WebSocket; a SPICE ticket admits ``uses`` sockets (one per channel)
+within ``window`` seconds of the first. :meth:`TicketStore.redeem` takes one use atomically and
+forgets the ticket once nothing remains. Stores are pluggable (aiohttp-session style), one module
+per backend: ``memory``, ``redis_store``; ``signed`` needs no store but for counting uses, and
+``static`` reads websockify token files and plugins.
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
 import re
 import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 # 32 random bytes, base64url: 256 bits, well over the 128 the design asks for.
@@ -62,8 +62,8 @@ class TicketStoreFull(Exception):
     """The store holds its maximum number of live tickets."""
 
 
-class TicketStoreUnavailable(Exception):
-    """The ticket store cannot be reached or refused the command; the caller should answer 503."""
+class StoreUnavailable(Exception):
+    """Shared state (Redis) cannot be reached or refused the command: answer 503 / close 4503."""
 
     code = "TICKETS.UNAVAILABLE"
 
@@ -72,7 +72,11 @@ class TicketStoreUnavailable(Exception):
         self.reason = reason
 
     def __repr__(self) -> str:
-        return f"TicketStoreUnavailable(code={self.code!r}, reason={self.reason!r})"
+        return f"{type(self).__name__}(code={self.code!r}, reason={self.reason!r})"
+
+
+class TicketStoreUnavailable(StoreUnavailable):
+    """The ticket store in particular is unavailable."""
 
 
 class TicketStore(abc.ABC):
@@ -89,59 +93,10 @@ class TicketStore(abc.ABC):
     async def count_use(self, ticket_id: str, ttl: float) -> int:
         """Count one use of a signed ticket's id (kept ``ttl`` seconds); return the uses so far."""
 
-    async def check_reachable(self) -> None:  # noqa: B027 - optional hook
+    async def check_reachable(self) -> None:
         """Raise when the store cannot be reached (for /readyz); memory always can."""
+        return None
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release connections; the memory store has none."""
-
-
-class MemoryTicketStore(TicketStore):
-    """Tickets of one process, bounded in number, expired lazily and on every put."""
-
-    def __init__(self, max_tickets: int = 100_000) -> None:
-        self._tickets: OrderedDict[str, Ticket] = OrderedDict()
-        self._used: OrderedDict[str, tuple[int, float]] = OrderedDict()
-        self._max_tickets = max_tickets
-        self._lock = asyncio.Lock()
-
-    def __len__(self) -> int:
-        return len(self._tickets)
-
-    async def put(self, token: str, ticket: Ticket) -> None:
-        async with self._lock:
-            self._drop_expired()
-            if len(self._tickets) >= self._max_tickets:
-                raise TicketStoreFull
-            self._tickets[token] = ticket
-
-    async def redeem(self, token: str) -> Ticket | None:
-        now = time.time()
-        async with self._lock:
-            ticket = self._tickets.pop(token, None)
-            if ticket is None or ticket.expired(now):
-                return None
-            if (rest := ticket.after_use(now)) is not None:
-                self._tickets[token] = rest
-        return ticket
-
-    async def count_use(self, ticket_id: str, ttl: float) -> int:
-        now = time.time()
-        async with self._lock:
-            while self._used and next(iter(self._used.values()))[1] <= now:
-                self._used.popitem(last=False)
-            uses, until = self._used.get(ticket_id, (0, now + ttl))
-            if not uses and len(self._used) >= self._max_tickets:
-                raise TicketStoreFull
-            self._used[ticket_id] = (uses + 1, until)
-        return uses + 1
-
-    def _drop_expired(self) -> None:
-        # Tickets are kept in minting order and all share one TTL, so the expired ones are
-        # at the front: stop at the first live one.
-        now = time.time()
-        while self._tickets:
-            token, ticket = next(iter(self._tickets.items()))
-            if not ticket.expired(now):
-                break
-            del self._tickets[token]
+        return None

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from proxy.protocols.rfb.handshake import (
+from proxy.protocols.rfb.events import (
     NEED_DATA,
     LocalProtocolError,
     RemoteProtocolError,
     RfbVersion,
     SecurityComplete,
     StartTls,
-    UpstreamHandshake,
 )
+from proxy.protocols.rfb.upstream import UpstreamHandshake
 from proxy.relay.tls import tls_failure
 
 READ_SIZE = 4096
@@ -38,9 +38,8 @@ async def authenticate_upstream(
 
     Returns the final event (version, security type) and the bytes the server sent after it
     (normally none), which belong to the console stream. Raises :class:`RemoteProtocolError`
-    (:class:`~proxy.protocols.rfb.events.AuthenticationFailed`, :class:`HandshakeTimeout`,
-    :class:`~proxy.protocols.rfb.events.TlsRequired`, ...) with a reason fit to show a user; ``OSError`` from the
-    streams passes through.
+    (:class:`AuthenticationFailed`, :class:`HandshakeTimeout`, :class:`TlsRequired`, ...) with a
+    reason fit to show a user; ``OSError`` from the streams passes through.
 
     With ``tls``, VeNCrypt is used when the server offers it: the connection is upgraded in
     place (``reader`` and ``writer`` then carry TLS, and the caller goes on using them), with

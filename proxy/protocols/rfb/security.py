@@ -17,16 +17,16 @@ import ssl
 from aiohttp import WSMsgType, web
 
 from proxy.closecodes import Close
+from proxy.protocols.rfb.downstream import DownstreamHandshake
 from proxy.protocols.rfb.driver import HandshakeTimeout, authenticate_upstream
-from proxy.protocols.rfb.handshake import (
+from proxy.protocols.rfb.events import (
     NEED_DATA,
     AuthenticationFailed,
-    DownstreamHandshake,
     PasswordRequired,
     RemoteProtocolError,
     TlsRequired,
 )
-from proxy.protocols.rfb.handshake import SecurityComplete as Done
+from proxy.protocols.rfb.events import SecurityComplete as Done
 from proxy.relay.tls import TlsFailure
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,9 @@ async def secure_vnc(
 ) -> tuple[bytes, bytes] | Close:
     """Run both handshakes; return (bytes for the host, bytes for the browser) or why not.
 
-    ``tls``, ``require_tls`` and ``server_hostname`` are passed to
-    :func:`~proxy.protocols.rfb.driver.authenticate_upstream` (VeNCrypt); ``reader`` and ``writer`` may be
-    upgraded to TLS in place, so the bridge keeps using them.
+    ``tls``, ``require_tls`` and ``server_hostname`` are passed to :func:`authenticate_upstream`
+    (VeNCrypt); ``reader`` and ``writer`` may be upgraded to TLS in place, so the bridge keeps
+    using them.
     """
     if require_tls and tls is None:
         log.error("TLS is required for VNC consoles but the proxy has no TLS context")
