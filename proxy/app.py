@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import mimetypes
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -17,22 +18,22 @@ from redis.asyncio import Redis
 
 from proxy.closecodes import Close
 from proxy.config import Config, decode_key, decode_signing_keys, redis_url
-from proxy.consoles.cluster import REFRESH_EVERY, ClusterState
+from proxy.consoles.cluster import REFRESH_EVERY, ClusterState, ClusterUnavailable
 from proxy.consoles.limits import RateLimiter
 from proxy.consoles.registry import ConsoleRegistry
 from proxy.consoles.service import ConsoleService, TicketPolicy
+from proxy.consoles.sessions import ConsoleSessions, SessionLimits
 from proxy.consoles.targets import TargetPolicy
 from proxy.observe.audit import AuditLog
 from proxy.observe.metrics import Metrics
+from proxy.relay.handshakes import HandshakeSettings
 from proxy.relay.tls import client_context
 from proxy.tickets.memory import MemoryTicketStore
 from proxy.tickets.redis_client import redis_client_from_url
 from proxy.tickets.redis_store import RedisTicketStore
 from proxy.tickets.signed import TicketSigner
 from proxy.tickets.static import StaticTokens
-from proxy.tickets.store import TicketStore, TicketStoreUnavailable
-from proxy.web import views
-from proxy.web.errors import ApiError
+from proxy.tickets.store import TicketStore
 from proxy.web.forwarded import forwarded_middleware
 from proxy.web.keys import (
     AUDIT,
@@ -42,10 +43,11 @@ from proxy.web.keys import (
     METRICS,
     RATE_LIMITER,
     REGISTRY,
-    TLS_CONTEXT,
+    SESSIONS,
     ZSTACK,
 )
-from proxy.web.websocket import websockify
+from proxy.web.middlewares import error_middleware, security_headers
+from proxy.web.routes import add_routes
 from proxy.zstack.client import ZStackClient
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,6 @@ mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("text/javascript", ".mjs")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def assets_dir(config: Config) -> Path:
@@ -76,63 +77,77 @@ def create_app(config: Config) -> web.Application:
     app[METRICS] = Metrics()
     app[AUDIT] = AuditLog(config.audit.sink)
     app[RATE_LIMITER] = RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst)
-    app[TLS_CONTEXT] = client_context(config.tls)
+    # Built here, not at start-up, so a bad [tls] file stops create_app with a ConfigError.
+    handshakes = HandshakeSettings(
+        config.limits.handshake_timeout, client_context(config.tls), config.tls.vnc_required
+    )
     root = assets_dir(config)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(root / "templates"), autoescape=True)
-    app.cleanup_ctx.append(console_services)
+    app.cleanup_ctx.append(functools.partial(console_services, handshakes=handshakes))
     app.on_shutdown.append(close_consoles)
     app.on_cleanup.append(close_audit)
     add_routes(app, config.server.base_path, root)
     return app
 
 
-def add_routes(app: web.Application, base: str, root: Path) -> None:
-    app.router.add_post(f"{base}/api/v1/consoles", views.mint_console)
-    app.router.add_get(f"{base}/websockify", websockify)
-    app.router.add_get(f"{base}/console/vnc", views.vnc_page)
-    app.router.add_get(f"{base}/console/spice", views.spice_page)
-    app.router.add_get(f"{base}/healthz", views.healthz)
-    app.router.add_get(f"{base}/readyz", views.readyz)
-    app.router.add_get(f"{base}/metrics", views.metrics)
-    app.router.add_post(f"{base}/api/v1/admin/vms/{{uuid}}/close-consoles", views.revoke_vm)
-    novnc = root / "static" / "node_modules" / "@novnc" / "novnc"
-    if novnc.is_dir():
-        app.router.add_static(f"{base}/static/novnc", novnc)
-    spice = root / "static" / "node_modules" / "@spice-project" / "spice-html5"
-    if spice.is_dir():
-        app.router.add_static(f"{base}/static/spice", spice)
-    app.router.add_static(f"{base}/static", root / "static")
-
-
-async def console_services(app: web.Application) -> AsyncIterator[None]:
-    """The ZStack client, the ticket store and (with Redis) the cluster state."""
+async def console_services(
+    app: web.Application, handshakes: HandshakeSettings
+) -> AsyncIterator[None]:
+    """The ZStack client, the ticket store, the console sessions and (with Redis) the cluster."""
     config = app[CONFIG]
-    tickets = config.tickets
     redis = redis_client(config)
     async with aiohttp.ClientSession() as http:
         app[ZSTACK] = ZStackClient(http, config.zstack.url, config.zstack.timeout)
-        app[CONSOLES] = ConsoleService(
-            app[ZSTACK],
-            ticket_store(config, redis),
-            TargetPolicy.parse(config.targets.allow),
-            TicketPolicy(
-                tickets.ttl,
-                tickets.spice_channels,
-                tickets.spice_window,
-                spice_tls=app[TLS_CONTEXT] is not None,
-            ),
-            static_tokens(config),
+        app[CONSOLES] = console_service(config, app[ZSTACK], ticket_store(config, redis), app)
+        cluster = ClusterState(redis, config.tickets.redis_prefix) if redis else None
+        app[SESSIONS] = ConsoleSessions(
+            app[CONSOLES],
+            app[REGISTRY],
+            session_limits(config),
+            handshakes,
+            app[RATE_LIMITER],
             app[METRICS],
-            TicketSigner(decode_signing_keys(tickets.signing_keys))
-            if tickets.signing_keys
-            else None,
+            app[AUDIT],
+            cluster,
         )
-        if redis is None:
+        if cluster is None:
             yield
         else:
-            async with cluster_tasks(app, ClusterState(redis, tickets.redis_prefix)):
+            async with cluster_tasks(app, cluster):
                 yield
         await app[CONSOLES].store.close()
+
+
+def console_service(
+    config: Config, zstack: ZStackClient, store: TicketStore, app: web.Application
+) -> ConsoleService:
+    tickets = config.tickets
+    signing_keys = decode_signing_keys(tickets.signing_keys)
+    return ConsoleService(
+        zstack,
+        store,
+        TargetPolicy.parse(config.targets.allow),
+        TicketPolicy(
+            tickets.ttl,
+            tickets.spice_channels,
+            tickets.spice_window,
+            spice_tls=bool(config.tls.ca_file),
+        ),
+        static_tokens(config),
+        app[METRICS],
+        TicketSigner(signing_keys) if signing_keys else None,
+    )
+
+
+def session_limits(config: Config) -> SessionLimits:
+    limits = config.limits
+    return SessionLimits(
+        limits.max_connections,
+        limits.max_per_vm,
+        limits.idle_timeout,
+        limits.max_session,
+        limits.connect_timeout,
+    )
 
 
 def redis_client(config: Config) -> Redis | None:
@@ -149,7 +164,7 @@ async def cluster_tasks(app: web.Application, cluster: ClusterState) -> AsyncIte
     async def refresh_leases() -> None:
         while True:
             await asyncio.sleep(REFRESH_EVERY)
-            with contextlib.suppress(TicketStoreUnavailable):
+            with contextlib.suppress(ClusterUnavailable):
                 await cluster.refresh(registry.assigned())
 
     async def revoke(vm_uuid: str) -> int:
@@ -195,36 +210,3 @@ async def close_consoles(app: web.Application) -> None:
 
 async def close_audit(app: web.Application) -> None:
     app[AUDIT].close()
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return exc.response()
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return ApiError(exc.status, f"HTTP.{exc.status}", exc.reason).response()
-
-
-def content_security_policy(config: Config) -> str:
-    ancestors = " ".join(config.server.frame_ancestors) or "'none'"
-    return (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-        f"connect-src 'self'; frame-ancestors {ancestors}; base-uri 'none'; form-action 'self'"
-    )
-
-
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    if isinstance(response, web.WebSocketResponse):
-        return response
-    response.headers.setdefault(
-        "Content-Security-Policy", content_security_policy(request.app[CONFIG])
-    )
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    return response

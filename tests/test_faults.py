@@ -20,7 +20,7 @@ from aiohttp import WSMsgType
 
 from proxy.app import create_app
 from proxy.closecodes import Close
-from proxy.relay.bridge import connect_host
+from proxy.relay.dial import dial
 from proxy.web.keys import REGISTRY
 from tests.conftest import echo, make_config, write_token_file
 
@@ -169,4 +169,4 @@ async def test_running_out_of_descriptors_is_not_blamed_on_the_host(
         raise OSError(errno.EMFILE, "Too many open files")
 
     monkeypatch.setattr(asyncio, "open_connection", no_fds)
-    assert await connect_host("127.0.0.1", 5900, 1.0) is Close.TOO_MANY
+    assert await dial("127.0.0.1", 5900, 1.0) is Close.TOO_MANY

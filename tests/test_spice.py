@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from proxy.closecodes import Close
+from proxy.protocols.spice.driver import SpiceLink, secure_spice
 from proxy.protocols.spice.link import (
     CURSOR,
     DISPLAY,
@@ -28,11 +29,9 @@ from proxy.protocols.spice.link import (
     RemoteProtocolError,
     ServerLink,
     Side,
-    SpiceLink,
     SpiceLinkProxy,
     State,
     TicketRewritten,
-    secure_spice,
 )
 from proxy.relay.bridge import Bridge, BridgeLimits
 from proxy.relay.hostlink import HostLink

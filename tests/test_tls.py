@@ -31,10 +31,10 @@ from proxy.protocols.rfb.events import (
     VencryptSubtype,
 )
 from proxy.protocols.rfb.security import secure_vnc
+from proxy.relay.dial import dial
 from proxy.relay.tls import (
     TlsFailure,
     client_context,
-    connect_tls,
     open_tls_connection,
     tls_failure,
 )
@@ -481,7 +481,7 @@ async def spice_tls_vm(pki: Pki) -> AsyncIterator[QemuVm]:
 @pytest.mark.qemu
 async def test_spice_tls_port_links_with_the_right_ca(pki: Pki, spice_tls_vm: QemuVm) -> None:
     assert spice_tls_vm.spice_tls_port is not None and spice_tls_vm.spice_port is None
-    connected = await connect_tls("127.0.0.1", spice_tls_vm.spice_tls_port, context(pki), TIMEOUT)
+    connected = await dial("127.0.0.1", spice_tls_vm.spice_tls_port, TIMEOUT, context(pki))
     assert not isinstance(connected, Close)
     try:
         assert is_tls(connected)
@@ -504,7 +504,7 @@ async def test_spice_tls_with_the_wrong_ca_fails_clearly(
     # spice-server sends its CA along, so OpenSSL finds a self-signed root it does not trust.
     assert caught.value.reason.startswith("certificate verification failed: self-signed")
     with caplog.at_level(logging.WARNING, logger="proxy.relay.tls"):
-        assert await connect_tls("127.0.0.1", port, untrusted, TIMEOUT) is Close.TLS_UNVERIFIED
+        assert await dial("127.0.0.1", port, TIMEOUT, untrusted) is Close.TLS_UNVERIFIED
     assert f"TLS to console host 127.0.0.1:{port} failed: certificate verification" in caplog.text
 
 
@@ -527,4 +527,4 @@ async def test_tls_connect_errors_map_to_close_codes(pki: Pki) -> None:
     from tests.conftest import free_port
 
     port = free_port()
-    assert await connect_tls("127.0.0.1", port, context(pki), TIMEOUT) is Close.HOST_UNREACHABLE
+    assert await dial("127.0.0.1", port, TIMEOUT, context(pki)) is Close.HOST_UNREACHABLE

@@ -335,11 +335,13 @@ async def test_requests_carry_the_session(canned: tuple[Canned, ZStackClient]) -
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"port": 5901}, (5901, VdiPortInfo(5900, None, None), None)),
-        ({"vdiPortInfo": None}, (5900, VdiPortInfo(None, None, None), None)),
-        ({"vdiPortInfo": "-"}, (5900, VdiPortInfo(None, None, None), None)),
-        ({"path": "/ws"}, (5900, VdiPortInfo(5900, None, None), "/ws")),
-        ({"vdiPortInfo": {"spiceTlsPort": 5902.0}}, (5900, VdiPortInfo(None, None, 5902), None)),
+        ({"port": 5901}, (5901, VdiPortInfo(5900, None, None))),
+        ({"vdiPortInfo": None}, (5900, VdiPortInfo(None, None, None))),
+        ({"vdiPortInfo": "-"}, (5900, VdiPortInfo(None, None, None))),
+        # KVM hosts send no path; an unknown field is ignored, whatever its type.
+        ({"path": "/ws"}, (5900, VdiPortInfo(5900, None, None))),
+        ({"path": 3}, (5900, VdiPortInfo(5900, None, None))),
+        ({"vdiPortInfo": {"spiceTlsPort": 5902.0}}, (5900, VdiPortInfo(None, None, 5902))),
     ],
 )
 async def test_address_shapes_accepted(
@@ -348,7 +350,7 @@ async def test_address_shapes_accepted(
     answer, client = canned
     answer.body = address_body(**changes)
     address = await client.get_console_address(SECRET, RUNNING)
-    assert (address.port, address.vdi, address.path) == expected
+    assert (address.port, address.vdi) == expected
 
 
 @pytest.mark.parametrize(
@@ -366,7 +368,6 @@ async def test_address_shapes_accepted(
         {"protocol": "-"},
         {"vdiPortInfo": "5900"},
         {"vdiPortInfo": {"vncPort": 5900.5}},
-        {"path": 3},
     ],
 )
 async def test_address_shapes_rejected(
@@ -508,8 +509,4 @@ def test_error_text_shows_code_and_description_only() -> None:
     error = ZStackError("ID.1001", "The session is invalid.", f"details {SECRET}", 401)
     assert str(error) == "ID.1001: The session is invalid."
     assert repr(error) == "ZStackError(code='ID.1001', description='The session is invalid.')"
-    assert error.as_dict() == {
-        "code": "ID.1001",
-        "description": "The session is invalid.",
-        "details": f"details {SECRET}",
-    }
+    assert SECRET not in str(error) and SECRET not in repr(error)

@@ -28,6 +28,3 @@ class RateLimiter:
         if len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
         return allowed
-
-    def retry_after(self) -> int:
-        return max(1, int(1 / self._rate)) if self._rate else 60

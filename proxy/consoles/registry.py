@@ -8,14 +8,13 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from aiohttp import web
-
 from proxy.closecodes import Close
+from proxy.relay.browser import BrowserSocket
 
 
 @dataclass(eq=False, slots=True)
 class LiveConsole:
-    ws: web.WebSocketResponse
+    ws: BrowserSocket
     client_ip: str
     console_id: str = field(default_factory=lambda: secrets.token_hex(6))
     vm_uuid: str = ""
@@ -67,9 +66,6 @@ class ConsoleRegistry:
     def assigned(self) -> list[tuple[str, str]]:
         """(VM, console id) of every open console that is assigned to a VM."""
         return [(vm, c.console_id) for vm, consoles in self._by_vm.items() for c in consoles]
-
-    def count_for_vm(self, vm_uuid: str) -> int:
-        return len(self._by_vm.get(vm_uuid, ()))
 
     async def close_group(self, group: str, reason: Close) -> int:
         """Close the other sockets of a console (e.g. its SPICE channels) with ``reason``."""

@@ -1,4 +1,7 @@
-"""Minting and redeeming console tickets: the proxy's domain logic, free of HTTP."""
+"""Minting and redeeming console tickets: the proxy's domain logic, free of HTTP.
+
+Failures are :mod:`proxy.consoles.errors`; ``web/`` turns them into HTTP answers.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,18 @@ import re
 import time
 from dataclasses import dataclass
 
+from proxy.consoles.errors import (
+    BadUpstream,
+    InvalidRequest,
+    TargetForbidden,
+    TicketsFull,
+    Unavailable,
+)
 from proxy.consoles.targets import TargetPolicy
 from proxy.observe.metrics import Metrics
 from proxy.tickets.signed import TicketSigner, is_signed
 from proxy.tickets.static import StaticTokens
 from proxy.tickets.store import Ticket, TicketStore, TicketStoreFull, is_well_formed, new_token
-from proxy.web.errors import ApiError
 from proxy.zstack.client import ConsoleAddress, ZStackClient
 
 log = logging.getLogger(__name__)
@@ -33,11 +42,11 @@ class TicketPolicy:
 def normalize_vm_uuid(value: object) -> str:
     """ZStack UUIDs are 32 lowercase hex digits; accept the dashed form and any case too."""
     if not isinstance(value, str):
-        raise ApiError(400, "REQUEST.INVALID_VM_UUID", "vmUuid must be a string.")
+        raise InvalidRequest("REQUEST.INVALID_VM_UUID", "vmUuid must be a string.")
     uuid = value.replace("-", "").lower()
     if not VM_UUID.fullmatch(uuid):
-        raise ApiError(
-            400, "REQUEST.INVALID_VM_UUID", "vmUuid must be a VM UUID of 32 hexadecimal digits."
+        raise InvalidRequest(
+            "REQUEST.INVALID_VM_UUID", "vmUuid must be a VM UUID of 32 hexadecimal digits."
         )
     return uuid
 
@@ -50,16 +59,14 @@ def choose_port(
     offered = ("vnc", "spice") if address.protocol == "vncAndSpice" else (address.protocol,)
     protocol = requested or offered[0]
     if protocol not in offered:
-        raise ApiError(
-            409,
+        raise Unavailable(
             "CONSOLE.PROTOCOL_UNAVAILABLE",
             f"This VM offers a {address.protocol} console, not {protocol}.",
         )
     vdi = address.vdi
     if protocol == "spice" and vdi.spice_tls_port and (tls or not vdi.spice_port):
         if not tls:
-            raise ApiError(
-                409,
+            raise Unavailable(
                 "CONSOLE.TLS_NOT_CONFIGURED",
                 "This VM's SPICE console is reachable over TLS only; set [tls] ca_file.",
             )
@@ -67,7 +74,7 @@ def choose_port(
     fallback = address.port if len(offered) == 1 or protocol == "vnc" else None
     port = (vdi.vnc_port if protocol == "vnc" else vdi.spice_port) or fallback
     if port is None:
-        raise ApiError(502, "ZSTACK.BAD_RESPONSE", f"ZStack gave no {protocol} port for this VM.")
+        raise BadUpstream("ZSTACK.BAD_RESPONSE", f"ZStack gave no {protocol} port for this VM.")
     return protocol, port, False
 
 
@@ -108,8 +115,8 @@ class ConsoleService:
         try:
             await self.store.put(token, ticket)
         except TicketStoreFull:
-            raise ApiError(
-                503, "TICKETS.FULL", "Too many unused console tickets; try again soon."
+            raise TicketsFull(
+                "TICKETS.FULL", "Too many unused console tickets; try again soon."
             ) from None
         return token, ticket
 
@@ -117,8 +124,7 @@ class ConsoleService:
         if self.policy.permits(host, port):
             return
         log.warning("refused console for VM %s: %s:%s outside [targets] allow", vm_uuid, host, port)
-        raise ApiError(
-            403,
+        raise TargetForbidden(
             "TARGET.FORBIDDEN",
             "The VM's console address is not in the networks this proxy may connect to.",
             f"{host}:{port} is outside [targets] allow",

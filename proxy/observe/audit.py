@@ -34,7 +34,7 @@ class AuditLog:
         if sink == "stderr":
             self._stream = sys.stderr
         elif sink.startswith("file:"):
-            self._stream = open(sink[len("file:") :], "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            self._stream = open(sink[len("file:") :], "a", encoding="utf-8", buffering=1)
             self._owned = True
 
     def opened(self, facts: ConsoleFacts) -> None:

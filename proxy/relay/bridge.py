@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType
 from aiohttp.http_websocket import WebSocketError
 
 from proxy.closecodes import Close
+from proxy.relay.browser import BrowserSocket
 from proxy.relay.hostlink import HostLink
 
 log = logging.getLogger(__name__)
-
-# 64-256 KiB reads move the most bytes per system call (shared/reference/PERFORMANCE_NOTES.md).
-READ_SIZE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,30 +32,10 @@ class BridgeLimits:
     max_session: float
 
 
-Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
 @dataclass(slots=True)
 class BridgeStats:
     bytes_to_host: int = 0
     bytes_to_browser: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-
-async def connect_host(host: str, port: int, timeout: float) -> Streams | Close:
-    """Open the TCP connection to the console, or say why it could not be opened."""
-    try:
-        async with asyncio.timeout(timeout):
-            return await asyncio.open_connection(host, port, limit=READ_SIZE)
-    except TimeoutError:
-        return Close.HOST_TIMEOUT
-    except OSError as exc:
-        if exc.errno in (errno.EMFILE, errno.ENFILE):
-            # Our limit, not the host's: say so rather than blame the hypervisor.
-            log.error("out of file descriptors; raise the proxy's open-files limit")
-            return Close.TOO_MANY
-        log.info("console host %s:%s unreachable: %s", host, port, exc.strerror or exc)
-        return Close.HOST_UNREACHABLE
 
 
 class Bridge:
@@ -85,7 +61,7 @@ class Bridge:
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        ws: BrowserSocket,
         host: HostLink,
         limits: BridgeLimits,
         is_input: Callable[[bytes], bool] | None = None,

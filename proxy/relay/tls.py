@@ -14,11 +14,11 @@ import ssl
 
 from proxy.closecodes import Close
 from proxy.config import ConfigError, TlsConfig
+from proxy.relay import READ_SIZE
 
 log = logging.getLogger(__name__)
 
 MIN_VERSION = ssl.TLSVersion.TLSv1_2
-STREAM_LIMIT = 2**16
 
 # OpenSSL's short reasons that have a clearer meaning in this setting.
 _HINTS = {
@@ -111,7 +111,7 @@ async def open_tls_connection(
     port: int,
     context: ssl.SSLContext,
     timeout: float,
-    limit: int = STREAM_LIMIT,
+    limit: int = READ_SIZE,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open a TLS connection to ``host`` (an IP, also checked against the certificate).
 
@@ -128,24 +128,3 @@ async def open_tls_connection(
                 raise tls_failure(exc) from exc
             raise
     return reader, writer
-
-
-async def connect_tls(
-    host: str,
-    port: int,
-    context: ssl.SSLContext,
-    timeout: float,
-    limit: int = STREAM_LIMIT,
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | Close:
-    """Like :func:`open_tls_connection`, but logs the cause and says how to close instead."""
-    try:
-        return await open_tls_connection(host, port, context, timeout, limit)
-    except TlsFailure as exc:
-        log.warning("TLS to console host %s:%s failed: %s", host, port, exc.reason)
-        return exc.close
-    except TimeoutError:
-        log.info("console host %s:%s: no TLS connection within %g s", host, port, timeout)
-        return Close.HOST_TIMEOUT
-    except OSError as exc:
-        log.info("console host %s:%s unreachable: %s", host, port, exc.strerror or exc)
-        return Close.HOST_UNREACHABLE

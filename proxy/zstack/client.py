@@ -58,10 +58,6 @@ class ZStackError(Exception):
     def __repr__(self) -> str:
         return f"ZStackError(code={self.code!r}, description={self.description!r})"
 
-    def as_dict(self) -> dict[str, str]:
-        """The ``error`` object of the proxy's JSON error answers."""
-        return {"code": self.code, "description": self.description, "details": self.details}
-
 
 @dataclass(frozen=True)
 class VdiPortInfo:
@@ -76,7 +72,6 @@ class ConsoleAddress:
     port: int
     protocol: str
     vdi: VdiPortInfo
-    path: str | None = None
 
 
 class ZStackClient:
@@ -227,13 +222,10 @@ def _parse_address(body: Mapping[str, Any]) -> ConsoleAddress:
     protocol = body.get("protocol")
     if protocol not in PROTOCOLS:
         raise ValueError("protocol is not one of vnc, spice, vncAndSpice")
-    path = body.get("path")
-    if path is not None and not isinstance(path, str):
-        raise ValueError("path is not a string")
     port = _port(body.get("port"), "port")
     if port is None:
         raise ValueError("port is missing")
-    return ConsoleAddress(host, port, str(protocol), _parse_vdi(body.get("vdiPortInfo")), path)
+    return ConsoleAddress(host, port, str(protocol), _parse_vdi(body.get("vdiPortInfo")))
 
 
 def _parse_vdi(info: object) -> VdiPortInfo:

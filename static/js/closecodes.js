@@ -1,24 +1,16 @@
-// Plain-words explanations of the WebSocket close codes the proxy sends (proxy/closecodes.py).
+// Plain-words explanations of the WebSocket close codes the proxy sends.
 
-const MESSAGES = {
-    1000: 'The VM\'s console closed the connection.',
-    1001: 'The console proxy is restarting; reconnecting…',
-    1002: 'The connection broke (WebSocket protocol error).',
-    1003: 'The console proxy refused a message from this page (text frames are not accepted).',
-    1005: 'The console was disconnected.',
-    1009: 'The console proxy refused a message that was too big.',
-    1011: 'The console proxy ran into an internal error.',
-    4401: 'This console link has expired or was already used. Open the console again from the portal.',
-    4403: 'The proxy is not allowed to connect to this VM\'s console (target policy).',
-    4408: 'The console was closed after a long time without keyboard or mouse input.',
-    4409: 'The console reached its maximum session length and was closed.',
-    4410: 'An administrator closed this console.',
-    4429: 'Too many consoles are open right now. Try again later.',
-    4502: 'Could not reach the VM\'s console: the host is unreachable.',
-    4504: 'Timed out connecting to the VM\'s console.',
-    4511: 'The hypervisor rejected the console password.',
-    4512: 'The VM\'s console answered with an unexpected protocol.',
-};
+// The table comes from the server (proxy/closecodes.py PAGE_MESSAGES), rendered into the page.
+function loadMessages() {
+    const node = document.getElementById('close-messages');
+    try {
+        return node ? JSON.parse(node.textContent) : {};
+    } catch (err) {
+        return {};
+    }
+}
+
+const MESSAGES = loadMessages();
 
 /**
  * A sentence for a person, from a close event.

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import ssl
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from proxy.closecodes import Close
 from proxy.protocols.rfb.downstream import DownstreamHandshake
@@ -27,13 +27,14 @@ from proxy.protocols.rfb.events import (
     TlsRequired,
 )
 from proxy.protocols.rfb.events import SecurityComplete as Done
+from proxy.relay.browser import BrowserSocket
 from proxy.relay.tls import TlsFailure
 
 log = logging.getLogger(__name__)
 
 
 async def secure_vnc(
-    ws: web.WebSocketResponse,
+    ws: BrowserSocket,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     password: str | None,
@@ -85,7 +86,7 @@ async def secure_vnc(
 
 
 async def _greet_browser(
-    ws: web.WebSocketResponse, from_host: bytes, timeout: float
+    ws: BrowserSocket, from_host: bytes, timeout: float
 ) -> tuple[bytes, bytes] | Close:
     handshake = DownstreamHandshake()
     try:

@@ -17,24 +17,20 @@ under the same key, so the browser never holds it.
 The core :class:`SpiceLinkProxy` does no I/O (h11 style): feed each side's bytes with
 ``receive_from_browser``/``receive_from_host``, call ``next_event()`` until it returns
 :data:`NEED_DATA` (then read from ``waiting_for``) and forward each event's ``data``.
-:func:`secure_spice` drives it over an aiohttp WebSocket and asyncio streams.
+:mod:`proxy.protocols.spice.driver` drives it over the browser's WebSocket and asyncio streams.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import struct
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from aiohttp import WSMsgType, web
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-from proxy.closecodes import Close
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +82,6 @@ _LINK_MESS = struct.Struct("<IBBIII")
 _LINK_REPLY = struct.Struct(f"<I{PUBKEY_SIZE}sIII")
 _U32 = struct.Struct("<I")
 _OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
-
-# A host read during the link: the link reply and the first server messages fit easily.
-HOST_READ = 64 * 1024
 
 
 class Side(enum.Enum):
@@ -356,125 +349,3 @@ def _load_public_key(der: bytes) -> rsa.RSAPublicKey:
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size != TICKET_SIZE * 8:
         raise RemoteProtocolError("the SPICE server's key is not RSA-1024", Side.HOST)
     return key
-
-
-# --- the driver ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SpiceLink:
-    """A linked channel. ``to_host``/``to_browser``: bytes already read that belong to the other
-    side, for ``Bridge.run(to_host, to_browser)``."""
-
-    channel_type: int
-    to_host: bytes
-    to_browser: bytes
-
-
-class _Ended(Exception):
-    def __init__(self, close: Close) -> None:
-        super().__init__(close.reason)
-        self.close = close
-
-
-async def secure_spice(
-    ws: web.WebSocketResponse,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    password: str | None,
-    timeout: float,
-) -> SpiceLink | Close:
-    """Relay one channel's link, putting ``password`` in its ticket; or say why it failed.
-
-    ``timeout`` bounds the whole link. A refusal by the server is forwarded to the browser
-    before the Close is returned.
-    """
-    try:
-        link = SpiceLinkProxy(password)
-    except LocalProtocolError as exc:
-        log.warning("cannot link SPICE: %s", exc.reason)
-        return Close.AUTH_FAILED
-    try:
-        async with asyncio.timeout(timeout):
-            return await _relay(link, ws, reader, writer, bool(password))
-    except TimeoutError:
-        if link.waiting_for is Side.HOST:
-            return Close.HOST_TIMEOUT
-        return Close.PROTOCOL_ERROR
-    except RemoteProtocolError as exc:
-        log.warning("SPICE link failed: %s", exc.reason)
-        return Close.HOST_PROTOCOL if exc.side is Side.HOST else Close.PROTOCOL_ERROR
-    except _Ended as ended:
-        return ended.close
-
-
-async def _relay(
-    link: SpiceLinkProxy,
-    ws: web.WebSocketResponse,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    has_password: bool,
-) -> SpiceLink | Close:
-    while True:
-        event = link.next_event()
-        if event is NEED_DATA:
-            if link.waiting_for is Side.HOST:
-                link.receive_from_host(await _read_host(reader))
-            else:
-                link.receive_from_browser(await _read_browser(ws))
-        elif isinstance(event, ClientLink | TicketRewritten):
-            await _to_host(writer, event.data)
-        else:
-            await _to_browser(ws, event.data)
-            code = event.error if isinstance(event, ServerLink) else event.code
-            if code != LINK_OK:
-                return _refusal(code, link.channel_type, has_password)
-            if isinstance(event, LinkResult):
-                to_host, to_browser = link.trailing_data
-                assert link.channel_type is not None
-                return SpiceLink(link.channel_type, to_host, to_browser)
-
-
-async def _read_host(reader: asyncio.StreamReader) -> bytes:
-    try:
-        data = await reader.read(HOST_READ)
-    except ConnectionError:
-        data = b""
-    if not data:
-        raise _Ended(Close.HOST_CLOSED)
-    return data
-
-
-async def _read_browser(ws: web.WebSocketResponse) -> bytes:
-    msg = await ws.receive()
-    if msg.type is WSMsgType.BINARY:
-        data: bytes = msg.data
-        return data
-    if msg.type is WSMsgType.TEXT:
-        raise _Ended(Close.TEXT_FRAME)
-    if msg.type is WSMsgType.ERROR:
-        raise _Ended(Close.PROTOCOL_ERROR)
-    raise _Ended(Close.BROWSER_CLOSED)
-
-
-async def _to_host(writer: asyncio.StreamWriter, data: bytes) -> None:
-    try:
-        writer.write(data)
-        await writer.drain()
-    except ConnectionError:
-        raise _Ended(Close.HOST_CLOSED) from None
-
-
-async def _to_browser(ws: web.WebSocketResponse, data: bytes) -> None:
-    try:
-        await ws.send_bytes(data)
-    except ConnectionError:
-        raise _Ended(Close.BROWSER_CLOSED) from None
-
-
-def _refusal(code: int, channel_type: int | None, has_password: bool) -> Close:
-    channel = CHANNEL_NAMES.get(channel_type or 0, f"type {channel_type}")
-    log.warning("SPICE server refused the %s channel: %s", channel, link_error_name(code))
-    if code == LINK_PERMISSION_DENIED:
-        return Close.AUTH_FAILED if has_password else Close.PASSWORD_UNKNOWN
-    return Close.HOST_PROTOCOL

@@ -1,0 +1,170 @@
+"""One console from the browser's upgraded socket to its end.
+
+admit (rate, capacity) → redeem the ticket → count it against its VM → check the target →
+dial → handshake → bridge; the answer is why it ended (a close code). ``web/`` upgrades the
+request and hands the socket over; everything after that lives here, free of HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+from proxy.closecodes import Close
+from proxy.consoles.cluster import ClusterState
+from proxy.consoles.limits import RateLimiter
+from proxy.consoles.registry import ConsoleRegistry, LiveConsole
+from proxy.consoles.service import ConsoleService
+from proxy.observe.audit import AuditLog, ConsoleFacts
+from proxy.observe.metrics import Metrics
+from proxy.relay.bridge import Bridge, BridgeLimits, BridgeStats
+from proxy.relay.browser import BrowserSocket
+from proxy.relay.dial import Streams, dial
+from proxy.relay.handshakes import HandshakeSettings, handshake
+from proxy.relay.hostlink import HostLink
+from proxy.tickets.store import StoreUnavailable, Ticket
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    max_connections: int
+    max_per_vm: int
+    idle_timeout: float
+    max_session: float
+    connect_timeout: float
+
+
+class ConsoleSessions:
+    """Everything a console needs after the upgrade, wired once per application."""
+
+    def __init__(
+        self,
+        service: ConsoleService,
+        registry: ConsoleRegistry,
+        limits: SessionLimits,
+        handshakes: HandshakeSettings,
+        rate_limiter: RateLimiter,
+        metrics: Metrics,
+        audit: AuditLog,
+        cluster: ClusterState | None = None,
+    ) -> None:
+        self.service = service
+        self.registry = registry
+        self.limits = limits
+        self.handshakes = handshakes
+        self.rate_limiter = rate_limiter
+        self.metrics = metrics
+        self.audit = audit
+        self.cluster = cluster
+
+    async def serve(self, browser: BrowserSocket, token: str, client_ip: str) -> Close:
+        """Run the console to its end; close the browser's socket with the reason."""
+        console = LiveConsole(browser, client_ip=client_ip)
+        self.registry.add(console)
+        self.metrics.active.inc()
+        try:
+            reason = await self._admit(console, token)
+        except StoreUnavailable as exc:
+            log.error("shared state unavailable: %s", exc.reason)
+            reason = Close.STORE_UNAVAILABLE
+        finally:
+            self.registry.remove(console)
+            self.metrics.active.dec()
+            if console.claimed and self.cluster is not None:
+                await self.cluster.release(console.vm_uuid, console.console_id)
+        reason = console.interrupted or reason
+        self.metrics.closed.labels(reason.name.lower()).inc()
+        if not browser.closed:
+            await browser.close(code=reason.code, message=reason.reason.encode())
+        return reason
+
+    async def _admit(self, console: LiveConsole, token: str) -> Close:
+        if not self.rate_limiter.allow(console.client_ip):
+            self.metrics.rejected.labels("rate").inc()
+            return Close.RATE_LIMITED
+        if len(self.registry) > self.limits.max_connections:
+            self.metrics.rejected.labels("max_connections").inc()
+            return Close.TOO_MANY
+        ticket = await self.service.redeem(token)
+        self.metrics.redeems.labels("ok" if ticket else "invalid").inc()
+        if ticket is None:
+            return Close.TICKET_INVALID
+        if ticket.uses > 1:
+            console.group = hashlib.sha256(token.encode()).hexdigest()[:16]
+        if not await self._claim_vm(console, ticket.vm_uuid or f"{ticket.host}:{ticket.port}"):
+            self.metrics.rejected.labels("max_per_vm").inc()
+            return Close.TOO_MANY_FOR_VM
+        if not self.service.policy.permits(ticket.host, ticket.port):
+            log.warning(
+                "refused console target %s:%s: outside [targets] allow", ticket.host, ticket.port
+            )
+            return Close.TARGET_REFUSED
+        return await self._connect(console, ticket)
+
+    async def _claim_vm(self, console: LiveConsole, vm_key: str) -> bool:
+        """Count the console against its VM's limit: cluster-wide with Redis, else here."""
+        local_count = self.registry.assign_vm(console, vm_key)
+        if self.cluster is None:
+            return local_count <= self.limits.max_per_vm
+        console.claimed = await self.cluster.claim(
+            vm_key, console.console_id, self.limits.max_per_vm
+        )
+        return console.claimed
+
+    async def _connect(self, console: LiveConsole, ticket: Ticket) -> Close:
+        if ticket.tls and self.handshakes.tls is None:
+            return Close.TLS_REQUIRED  # minted elsewhere with TLS: never fall back to plaintext
+        started = time.monotonic()
+        tls = self.handshakes.tls if ticket.tls else None
+        streams = await dial(ticket.host, ticket.port, self.limits.connect_timeout, tls)
+        if isinstance(streams, Close):
+            return streams
+        self.metrics.connect_seconds.observe(time.monotonic() - started)
+        facts = ConsoleFacts(
+            console.console_id,
+            ticket.vm_uuid,
+            f"{ticket.host}:{ticket.port}",
+            console.client_ip,
+            ticket.protocol,
+        )
+        self.audit.opened(facts)
+        stats = BridgeStats()
+        reason = Close.HOST_CLOSED
+        try:
+            reason = await self._pump(console, ticket, streams, stats)
+            return reason
+        finally:
+            # The StreamWriter stays referenced until here: dropping it would close the transport.
+            streams[1].close()
+            reason = console.interrupted or reason
+            self.metrics.bytes.labels("to_host").inc(stats.bytes_to_host)
+            self.metrics.bytes.labels("to_browser").inc(stats.bytes_to_browser)
+            self.audit.closed(
+                facts,
+                console.started,
+                reason.name.lower(),
+                stats.bytes_to_host,
+                stats.bytes_to_browser,
+            )
+
+    async def _pump(
+        self, console: LiveConsole, ticket: Ticket, streams: Streams, stats: BridgeStats
+    ) -> Close:
+        prelude = await handshake(
+            ticket.protocol, console.ws, streams, ticket.password, ticket.host, self.handshakes
+        )
+        if isinstance(prelude, Close):
+            return prelude
+        idle = self.limits.idle_timeout if prelude.carries_input else None
+        host = HostLink.adopt(*streams)
+        limits = BridgeLimits(idle, self.limits.max_session)
+        bridge = Bridge(console.ws, host, limits, prelude.is_input, stats)
+        reason = await bridge.run(prelude.to_host, prelude.to_browser)
+        if reason in (Close.IDLE, Close.SESSION_LIMIT):
+            # The other channels of a SPICE console end with the one that timed out.
+            await self.registry.close_group(console.group, reason)
+        return reason

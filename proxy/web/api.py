@@ -1,0 +1,79 @@
+"""POST <base>/api/v1/consoles: a portal holding a ZStack session asks for a console ticket."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from proxy.consoles.service import PROTOCOLS, normalize_vm_uuid
+from proxy.tickets.store import StoreUnavailable
+from proxy.web.errors import ApiError
+from proxy.web.keys import CONFIG, CONSOLES, METRICS, RATE_LIMITER
+from proxy.zstack.client import ZStackError
+
+log = logging.getLogger(__name__)
+
+
+def session_from(request: web.Request) -> str:
+    scheme, _, session = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    if scheme != "OAuth" or not session.strip():
+        raise ApiError(
+            401,
+            "AUTH.MISSING_SESSION",
+            "Send the caller's ZStack session as 'Authorization: OAuth <session-uuid>'.",
+        )
+    return session.strip()
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(
+            400, "REQUEST.INVALID_JSON", "The request body must be a JSON object."
+        ) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "REQUEST.INVALID_JSON", "The request body must be a JSON object.")
+    return body
+
+
+def base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}{request.app[CONFIG].server.base_path}"
+
+
+async def mint_console(request: web.Request) -> web.Response:
+    if not request.app[RATE_LIMITER].allow(request.remote or ""):
+        request.app[METRICS].rejected.labels("rate").inc()
+        raise ApiError(
+            429, "LIMIT.RATE", "Too many console requests from your address; try again shortly."
+        )
+    session = session_from(request)
+    body = await json_body(request)
+    vm_uuid = normalize_vm_uuid(body.get("vmUuid"))
+    protocol = body.get("protocol")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ApiError(400, "REQUEST.INVALID_PROTOCOL", "protocol must be 'vnc' or 'spice'.")
+    try:
+        token, ticket = await request.app[CONSOLES].mint(session, vm_uuid, protocol)
+    except ZStackError as exc:
+        request.app[METRICS].zstack_errors.labels(exc.code).inc()
+        raise ApiError(exc.status, exc.code, exc.description, exc.details) from None
+    except StoreUnavailable as exc:
+        log.error("ticket store unavailable: %s", exc.reason)
+        raise ApiError(
+            503, exc.code, "The proxy cannot store console tickets right now; try again shortly."
+        ) from None
+    expires = datetime.fromtimestamp(ticket.expires_at, UTC).isoformat(timespec="seconds")
+    answer = {
+        "token": token,
+        "consoleUrl": f"{base_url(request)}/console/{ticket.protocol}#token={token}",
+        "protocol": ticket.protocol,
+        "expiresAt": expires.replace("+00:00", "Z"),
+    }
+    request.app[METRICS].mints.labels(ticket.protocol).inc()
+    log.info("minted %s console for VM %s", ticket.protocol, vm_uuid)
+    return web.json_response(answer, status=201)

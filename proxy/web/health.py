@@ -1,0 +1,33 @@
+"""Probes and metrics: /healthz (the process is up), /readyz (it can take consoles), /metrics."""
+
+from __future__ import annotations
+
+from aiohttp import hdrs, web
+
+from proxy.tickets.store import StoreUnavailable
+from proxy.web.keys import CONSOLES, METRICS, ZSTACK
+from proxy.zstack.client import ZStackError
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    body = {"status": "ready", "zstack": "ok", "store": "ok"}
+    try:
+        await request.app[ZSTACK].check_reachable()
+    except ZStackError as exc:
+        body.update(status="unavailable", zstack=exc.code)
+    try:
+        await request.app[CONSOLES].store.check_reachable()
+    except StoreUnavailable as exc:
+        body.update(status="unavailable", store=exc.code)
+    return web.json_response(body, status=200 if body["status"] == "ready" else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS].exposition()
+    response = web.Response(body=body)
+    response.headers[hdrs.CONTENT_TYPE] = content_type
+    return response

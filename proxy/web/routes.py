@@ -1,0 +1,28 @@
+"""Every URL the proxy serves, relative to ``[server] base_path``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy.web import admin, api, health, pages
+from proxy.web.websocket import websockify
+
+
+def add_routes(app: web.Application, base: str, assets: Path) -> None:
+    app.router.add_post(f"{base}/api/v1/consoles", api.mint_console)
+    app.router.add_get(f"{base}/websockify", websockify)
+    app.router.add_get(f"{base}/console/vnc", pages.vnc_page)
+    app.router.add_get(f"{base}/console/spice", pages.spice_page)
+    app.router.add_get(f"{base}/healthz", health.healthz)
+    app.router.add_get(f"{base}/readyz", health.readyz)
+    app.router.add_get(f"{base}/metrics", health.metrics)
+    app.router.add_post(f"{base}/api/v1/admin/vms/{{uuid}}/close-consoles", admin.revoke_vm)
+    novnc = assets / "static" / "node_modules" / "@novnc" / "novnc"
+    if novnc.is_dir():
+        app.router.add_static(f"{base}/static/novnc", novnc)
+    spice = assets / "static" / "node_modules" / "@spice-project" / "spice-html5"
+    if spice.is_dir():
+        app.router.add_static(f"{base}/static/spice", spice)
+    app.router.add_static(f"{base}/static", assets / "static")
