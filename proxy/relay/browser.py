@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType
 
+from proxy.closecodes import Close
+
 
 class BrowserMessage(Protocol):
     @property
@@ -30,3 +32,16 @@ class BrowserSocket(Protocol):
     async def close(
         self, *, code: int = 1000, message: bytes = b"", drain: bool = True
     ) -> bool: ...
+
+
+async def receive_binary(browser: BrowserSocket) -> bytes | Close:
+    """The next binary message, or why there is none (text, a broken or a closed socket)."""
+    msg = await browser.receive()
+    if msg.type is WSMsgType.BINARY:
+        data: bytes = msg.data
+        return data
+    if msg.type is WSMsgType.TEXT:
+        return Close.TEXT_FRAME
+    if msg.type is WSMsgType.ERROR:
+        return Close.PROTOCOL_ERROR
+    return Close.BROWSER_CLOSED

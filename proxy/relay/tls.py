@@ -14,6 +14,7 @@ import ssl
 
 from proxy.closecodes import Close
 from proxy.config import ConfigError, TlsConfig
+from proxy.errors import ReasonError
 from proxy.relay import READ_SIZE
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,12 @@ _HINTS = {
 }
 
 
-class TlsFailure(Exception):
+class TlsFailure(ReasonError):
     """TLS with a hypervisor failed. ``reason`` names the real cause (for the log, no secrets);
     ``close`` is what the browser is told."""
 
     def __init__(self, reason: str, close: Close) -> None:
         super().__init__(reason)
-        self.reason = reason
         self.close = close
 
     def __repr__(self) -> str:

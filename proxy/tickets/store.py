@@ -15,6 +15,8 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 
+from proxy.errors import ReasonError
+
 # 32 random bytes, base64url: 256 bits, well over the 128 the design asks for.
 TOKEN_BYTES = 32
 # Minted tokens are 43 characters, signed ones a few hundred; static token files (websockify,
@@ -62,14 +64,10 @@ class TicketStoreFull(Exception):
     """The store holds its maximum number of live tickets."""
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(ReasonError):
     """Shared state (Redis) cannot be reached or refused the command: answer 503 / close 4503."""
 
     code = "TICKETS.UNAVAILABLE"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, reason={self.reason!r})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 
+from proxy.protocols import HANDSHAKE_READ
 from proxy.protocols.rfb.events import (
     NEED_DATA,
     LocalProtocolError,
@@ -15,8 +16,6 @@ from proxy.protocols.rfb.events import (
 )
 from proxy.protocols.rfb.upstream import UpstreamHandshake
 from proxy.relay.tls import tls_failure
-
-READ_SIZE = 4096
 
 
 class HandshakeTimeout(RemoteProtocolError):
@@ -60,7 +59,7 @@ async def authenticate_upstream(
                     writer.write(outgoing)
                     await writer.drain()
                 if event is NEED_DATA:
-                    handshake.receive_data(await reader.read(READ_SIZE))
+                    handshake.receive_data(await reader.read(HANDSHAKE_READ))
                 elif isinstance(event, StartTls):
                     assert tls is not None
                     await _start_tls(reader, writer, tls, server_hostname)

@@ -11,6 +11,8 @@ import struct
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from proxy.errors import ReasonError
+
 # Reason strings are human text; anything longer is a broken or hostile peer.
 MAX_REASON = 64 * 1024
 # The largest handshake message is a refusal: a count or type, a length and a reason.
@@ -22,15 +24,8 @@ U8 = struct.Struct("!B")
 U32 = struct.Struct("!I")
 
 
-class RfbError(Exception):
+class RfbError(ReasonError):
     """Base class; ``reason`` is fit to show a user (no secrets, no raw tracebacks)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.reason!r})"
 
 
 class LocalProtocolError(RfbError):

@@ -69,7 +69,8 @@ class ClientMessageScanner:
 
     def __init__(self, skip: int = 0) -> None:
         self._head = bytearray()  # the header of the message being read (at most 12 bytes)
-        # Bytes of the current message still to pass; start at 1 to pass ClientInit (7.3.1).
+        # Bytes of the current message still to pass; the caller passes skip=1 when the
+        # stream starts with the one-byte ClientInit (7.3.1).
         self._skip = skip
         self.lost = False  # True once an unknown message made the stream unparseable
 

@@ -14,8 +14,6 @@ import asyncio
 import logging
 import ssl
 
-from aiohttp import WSMsgType
-
 from proxy.closecodes import Close
 from proxy.protocols.rfb.downstream import DownstreamHandshake
 from proxy.protocols.rfb.driver import HandshakeTimeout, authenticate_upstream
@@ -27,7 +25,7 @@ from proxy.protocols.rfb.events import (
     TlsRequired,
 )
 from proxy.protocols.rfb.events import SecurityComplete as Done
-from proxy.relay.browser import BrowserSocket
+from proxy.relay.browser import BrowserSocket, receive_binary
 from proxy.relay.tls import TlsFailure
 
 log = logging.getLogger(__name__)
@@ -99,12 +97,10 @@ async def _greet_browser(
                 if isinstance(event, Done):
                     return handshake.trailing_data, from_host
                 if event is NEED_DATA:
-                    msg = await ws.receive()
-                    if msg.type is not WSMsgType.BINARY:
-                        return (
-                            Close.TEXT_FRAME if msg.type is WSMsgType.TEXT else Close.BROWSER_CLOSED
-                        )
-                    handshake.receive_data(msg.data)
+                    data = await receive_binary(ws)
+                    if isinstance(data, Close):
+                        return data
+                    handshake.receive_data(data)
     except TimeoutError:
         return Close.PROTOCOL_ERROR
     except RemoteProtocolError as exc:

@@ -7,8 +7,6 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from aiohttp import WSMsgType
-
 from proxy.closecodes import Close
 from proxy.protocols import HANDSHAKE_READ
 from proxy.protocols.spice.link import (
@@ -26,7 +24,7 @@ from proxy.protocols.spice.link import (
     TicketRewritten,
     link_error_name,
 )
-from proxy.relay.browser import BrowserSocket
+from proxy.relay.browser import BrowserSocket, receive_binary
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +114,10 @@ async def _read_host(reader: asyncio.StreamReader) -> bytes:
 
 
 async def _read_browser(ws: BrowserSocket) -> bytes:
-    msg = await ws.receive()
-    if msg.type is WSMsgType.BINARY:
-        data: bytes = msg.data
-        return data
-    if msg.type is WSMsgType.TEXT:
-        raise _Ended(Close.TEXT_FRAME)
-    if msg.type is WSMsgType.ERROR:
-        raise _Ended(Close.PROTOCOL_ERROR)
-    raise _Ended(Close.BROWSER_CLOSED)
+    data = await receive_binary(ws)
+    if isinstance(data, Close):
+        raise _Ended(data)
+    return data
 
 
 async def _to_host(writer: asyncio.StreamWriter, data: bytes) -> None:

@@ -32,6 +32,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from proxy.errors import ReasonError
+
 log = logging.getLogger(__name__)
 
 # Channel types, enum SpiceChannelType in spice/enums.h (spice-html5 src/enums.js).
@@ -89,15 +91,8 @@ class Side(enum.Enum):
     HOST = "host"
 
 
-class SpiceError(Exception):
+class SpiceError(ReasonError):
     """Base class; ``reason`` is fit to show a user (no secrets)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.reason!r})"
 
 
 class LocalProtocolError(SpiceError):
