@@ -40,7 +40,9 @@ from tests.support.spice_client import (
     LINK_OK,
     LINK_PERMISSION_DENIED,
     MAIN,
+    MOTION_ACK_BUNCH,
     SPICE_MSG_INPUTS_INIT,
+    SPICE_MSG_INPUTS_MOUSE_MOTION_ACK,
     SPICE_MSG_MAIN_INIT,
     Closed,
     RawSpiceClient,
@@ -283,3 +285,109 @@ async def test_qemu_refuses_a_wrong_or_missing_password(
         assert await client.link(MAIN) == LINK_PERMISSION_DENIED  # QEMU's answer, forwarded
         msg = await client.ws.receive(timeout=10)
         assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, close.code, close.reason)
+
+
+# --- idle: only the inputs channel counts, and the console closes as one --------------------
+
+
+async def test_silent_inputs_channel_closes_every_channel_while_the_display_streams(
+    start_stack: StartStack,
+) -> None:
+    async with QemuVm(spice=True) as vm:
+        assert vm.spice_port is not None
+        stack = await start_stack(vm.spice_port, limits={"idle_timeout": IDLE})
+        token = (await stack.mint())["token"]
+        before_link = time.monotonic()
+        console = await stack.open_console(token, silent_inputs=True)
+        linked = time.monotonic()
+        closed = await console.wait_closed()
+
+        assert_closed_with(console, Close.IDLE)
+        # Not before the inputs channel had been silent for the whole timeout...
+        assert min(c.at for c in closed) - before_link >= IDLE
+        # ... although the display channel kept receiving all along (QEMU redraws the blinking
+        # text cursor): bytes to the browser are not input.
+        display = console.channels[DISPLAY]
+        assert display.last_received - linked >= IDLE / 2, "the display went quiet"
+        assert console.channels[INPUTS].received > 0  # QEMU spoke; the browser did not
+        await stack.wait_closed_total("idle", len(CHANNELS))
+
+
+async def test_input_keeps_a_console_open_while_another_of_the_vm_idles_alone(
+    start_stack: StartStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPICE_DEBUG_ALLOW_MC", "1")  # two SPICE clients of one VM at once
+    async with QemuVm(spice=True) as vm:
+        assert vm.spice_port is not None
+        stack = await start_stack(vm.spice_port, limits={"idle_timeout": IDLE})
+        busy = await stack.open_console((await stack.mint())["token"], silent_inputs=True)
+        inputs = busy.channels[INPUTS]
+        await type_and_move(inputs)
+        idle = await stack.open_console((await stack.mint())["token"], silent_inputs=True)
+        typing_since = time.monotonic()
+
+        # Someone types on ``busy`` every quarter of the timeout, for three timeouts; ``idle``
+        # (the other ticket) gets nothing on its inputs channel and closes alone meanwhile.
+        motions = 1
+        while time.monotonic() - typing_since < 3 * IDLE:
+            await asyncio.sleep(IDLE / 4)
+            assert all(c.open for c in busy.all), [(c.name, c.closed) for c in busy.all]
+            await type_and_move(inputs)
+            motions += 1
+        last_input = time.monotonic()
+        assert all(c.open for c in busy.all), [(c.name, c.closed) for c in busy.all]
+        assert all(not c.open for c in idle.all), [(c.name, c.closed) for c in idle.all]
+        assert_closed_with(idle, Close.IDLE)
+        # QEMU took the input: it acknowledges every fourth mouse motion.
+        await wait_until(
+            lambda: (
+                inputs.kinds.get(SPICE_MSG_INPUTS_MOUSE_MOTION_ACK, 0)
+                >= motions // MOTION_ACK_BUNCH
+            ),
+            "QEMU acknowledges the mouse motions",
+        )
+
+        # Then nobody types: ``busy`` closes too, all its channels, a timeout after the input.
+        closed = await busy.wait_closed()
+        assert_closed_with(busy, Close.IDLE)
+        assert min(c.at for c in closed) - last_input >= IDLE
+        await stack.wait_closed_total("idle", 2 * len(CHANNELS))
+
+
+# --- max_session: the first channel to reach it takes its console's other channels along ----
+
+
+async def test_session_limit_on_one_channel_closes_its_console_not_another_of_the_vm(
+    start_stack: StartStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPICE_DEBUG_ALLOW_MC", "1")
+    max_session, head_start = 5.0, 2.5
+    async with QemuVm(spice=True) as vm:
+        assert vm.spice_port is not None
+        # Two consoles of four channels each on one VM: room for them under max_per_vm.
+        limits = {"max_session": max_session, "max_per_vm": 2 * len(CHANNELS)}
+        stack = await start_stack(vm.spice_port, limits=limits)
+        first, second = (await stack.mint())["token"], (await stack.mint())["token"]
+
+        # ``first``'s main channel starts its clock a head start before everything else; then
+        # all of ``second``, then the rest of ``first``.
+        first_main = await stack.link(first, MAIN)
+        await asyncio.sleep(head_start)
+        second_started = time.monotonic()
+        other = await stack.open_console(second)
+        console = await stack.open_console(first, first_main)
+
+        closed = await console.wait_closed()
+        assert_closed_with(console, Close.SESSION_LIMIT)
+        # ``first``'s display, inputs and cursor closed with its main channel, not at their own
+        # limit: ``second``'s channels, whose clocks started before theirs, were all still open.
+        first_gone = max(c.at for c in closed)
+        assert all(c.closed is None or c.closed.at > first_gone for c in other.all), [
+            (c.name, c.closed, first_gone) for c in other.all
+        ]
+
+        # ``second`` then reaches its own limit.
+        later = await other.wait_closed()
+        assert_closed_with(other, Close.SESSION_LIMIT)
+        assert min(c.at for c in later) - second_started >= max_session
+        await stack.wait_closed_total("session_limit", 2 * len(CHANNELS))
