@@ -1,5 +1,7 @@
-"""The SPICE link rewrite: the sans-IO core fed three ways, the driver over real sockets against
-a scripted SPICE server, and real QEMU SPICE (with and without ticketing) behind the proxy."""
+"""The SPICE link rewrite: the sans-IO core fed three ways, and the driver (``secure_spice`` then
+``Bridge``) over real sockets against a scripted SPICE server.
+
+Real QEMU SPICE behind the real application is in tests/test_spice_app.py."""
 
 from __future__ import annotations
 
@@ -19,9 +21,7 @@ from proxy.closecodes import Close
 from proxy.protocols.spice.driver import SpiceLink, secure_spice
 from proxy.protocols.spice.link import (
     CURSOR,
-    DISPLAY,
     INPUTS,
-    MAIN,
     NEED_DATA,
     ClientLink,
     LinkResult,
@@ -35,18 +35,22 @@ from proxy.protocols.spice.link import (
 )
 from proxy.relay.bridge import Bridge, BridgeLimits
 from proxy.relay.hostlink import HostLink
+from tests.support.spice_client import (
+    CAP_AUTH_SELECTION,
+    CAP_AUTH_SPICE,
+    CAP_MINI_HEADER,
+    HEADER,
+    LINK_MESS,
+    LINK_PERMISSION_DENIED,
+    RawSpiceClient,
+    link_mess,
+    ticket,
+)
 
-# Wire formats written out again here, independently of the proxy (spice/protocol.h).
-HEADER = struct.Struct("<4sIII")
-LINK_MESS = struct.Struct("<IBBIII")
+# The server's side of the wire formats, written out again here independently of the proxy
+# (spice/protocol.h); the client's side is in tests/support/spice_client.py.
 LINK_REPLY_FIXED = 4 + 162 + 12
-AUTH_SELECTION = 1 << 0
-AUTH_SPICE_CAP = 1 << 1
-MINI_HEADER = 1 << 3
 OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
-PERMISSION_DENIED = 7
-SPICE_MSG_MAIN_INIT = 103
-SPICE_MSGC_DISPLAY_INIT = 101
 
 
 @functools.cache
@@ -60,23 +64,10 @@ def public_der(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def link_mess(
-    channel_type: int = MAIN,
-    channel_id: int = 0,
-    connection_id: int = 0,
-    common: tuple[int, ...] = (AUTH_SELECTION | MINI_HEADER,),
-    channel: tuple[int, ...] = (1,),
-) -> bytes:
-    """SpiceLinkHeader + SpiceLinkMess as spice-html5's SpiceConn.send_hdr writes it."""
-    caps = struct.pack(f"<{len(common) + len(channel)}I", *common, *channel)
-    body = LINK_MESS.pack(connection_id, channel_type, channel_id, len(common), len(channel), 18)
-    return HEADER.pack(b"REDQ", 2, 2, len(body) + len(caps)) + body + caps
-
-
 def link_reply(
     der: bytes | None = None,
     error: int = 0,
-    common: tuple[int, ...] = (AUTH_SELECTION | AUTH_SPICE_CAP | MINI_HEADER,),
+    common: tuple[int, ...] = (CAP_AUTH_SELECTION | CAP_AUTH_SPICE | CAP_MINI_HEADER,),
 ) -> bytes:
     """SpiceLinkHeader + SpiceLinkReply as spice-server writes it (reds_send_link_ack)."""
     if error:  # reds_send_link_error: everything but ``error`` zeroed, no capabilities
@@ -86,11 +77,6 @@ def link_reply(
     caps = struct.pack(f"<{len(common)}I", *common)
     body = struct.pack("<I162sIII", 0, der, len(common), 0, LINK_REPLY_FIXED) + caps
     return HEADER.pack(b"REDQ", 2, 2, len(body)) + body
-
-
-def ticket(mechanism: int | None = 1) -> bytes:
-    """What spice-html5 sends when it has no password: a mechanism and 128 bytes of ciphertext."""
-    return (b"" if mechanism is None else struct.pack("<I", mechanism)) + b"\xaa" * 128
 
 
 def decrypt(encrypted: bytes) -> bytes:
@@ -166,8 +152,8 @@ def test_every_message_at_once_then_byte_by_byte_trailing() -> None:
 @pytest.mark.parametrize(
     ("client_caps", "server_caps"),
     [
-        ((MINI_HEADER,), (AUTH_SELECTION | MINI_HEADER,)),
-        ((AUTH_SELECTION,), (MINI_HEADER,)),
+        ((CAP_MINI_HEADER,), (CAP_AUTH_SELECTION | CAP_MINI_HEADER,)),
+        ((CAP_AUTH_SELECTION,), (CAP_MINI_HEADER,)),
         ((), ()),
     ],
 )
@@ -193,11 +179,11 @@ def test_server_link_error_ends_the_link() -> None:
 
 def test_wrong_password_result_is_reported() -> None:
     proxy = SpiceLinkProxy("pw")
-    result = struct.pack("<I", PERMISSION_DENIED)
+    result = struct.pack("<I", LINK_PERMISSION_DENIED)
     events = drive(
         proxy, {Side.BROWSER: [link_mess(), ticket()], Side.HOST: [link_reply(), result]}
     )
-    assert events[-1] == LinkResult(PERMISSION_DENIED, result)
+    assert events[-1] == LinkResult(LINK_PERMISSION_DENIED, result)
 
 
 def test_link_error_in_place_of_a_result() -> None:
@@ -263,12 +249,14 @@ def test_api_misuse() -> None:
 
 
 # --- the driver, against a scripted SPICE server ------------------------------------------
+# Not the proxy: a bare handler around the driver alone, so its results can be inspected. The
+# real application's /websockify with real QEMU SPICE is tested in tests/test_spice_app.py.
 
 RESULTS = web.AppKey("results", list)
 
 
-def link_app(host: str, port: int, password: str | None, timeout: float = 2.0) -> web.Application:
-    """A stand-in for the proxy's WebSocket handler: dial, link with secure_spice, bridge."""
+def driver_app(host: str, port: int, password: str | None, timeout: float = 2.0) -> web.Application:
+    """Only the SPICE driver behind a WebSocket: dial, link with secure_spice, Bridge the rest."""
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(protocols=("binary",))
@@ -310,7 +298,7 @@ class FakeSpiceServer:
         self.received.append(plain)
         ok = plain == self.password.encode() + b"\0"
         writer.write(
-            struct.pack("<I", 0 if ok else PERMISSION_DENIED) + (self.early if ok else b"")
+            struct.pack("<I", 0 if ok else LINK_PERMISSION_DENIED) + (self.early if ok else b"")
         )
         await writer.drain()
         if not ok:
@@ -320,22 +308,19 @@ class FakeSpiceServer:
             await writer.drain()
 
 
-SpiceTarget = Callable[..., Awaitable[Any]]
-
-
 @pytest.fixture
-async def linked_ws(
+async def driver_ws(
     aiohttp_server: Any, tcp_target: Callable[..., Any]
 ) -> AsyncIterator[Callable[..., Awaitable[tuple[aiohttp.ClientWebSocketResponse, list[Any]]]]]:
-    """Open a browser WebSocket through ``link_app`` to ``handler`` on a loopback port."""
+    """Open a browser WebSocket through ``driver_app`` to a scripted server ``handler`` on a
+    loopback port; return it with the list of what ``secure_spice`` returned."""
     session = aiohttp.ClientSession()
 
     async def open_ws(
-        handler: Any, password: str | None, timeout: float = 2.0, port: int | None = None
+        handler: Any, password: str | None, timeout: float = 2.0
     ) -> tuple[aiohttp.ClientWebSocketResponse, list[Any]]:
-        if port is None:
-            port = (await tcp_target(handler)).port
-        server = await aiohttp_server(link_app("127.0.0.1", port, password, timeout))
+        port = (await tcp_target(handler)).port
+        server = await aiohttp_server(driver_app("127.0.0.1", port, password, timeout))
         ws = await session.ws_connect(server.make_url("/websockify"), protocols=("binary",))
         return ws, server.app[RESULTS]
 
@@ -343,60 +328,9 @@ async def linked_ws(
     await session.close()
 
 
-async def read_exactly(ws: aiohttp.ClientWebSocketResponse, count: int, buffer: bytearray) -> bytes:
-    while len(buffer) < count:
-        msg = await ws.receive(timeout=5.0)
-        if msg.type is not WSMsgType.BINARY:
-            raise AssertionError(f"expected binary data, got {msg.type} {msg.data!r} {msg.extra!r}")
-        buffer += msg.data
-    data = bytes(buffer[:count])
-    del buffer[:count]
-    return data
-
-
-class RawSpiceClient:
-    """The browser's side of one channel's link, as spice-html5 does it, minus the real RSA."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.buffer = bytearray()
-
-    async def link(self, channel_type: int = MAIN, connection_id: int = 0) -> int:
-        """Send the link message and a dummy ticket; return the server's link result."""
-        await self.ws.send_bytes(link_mess(channel_type, connection_id=connection_id))
-        _, major, _, size = HEADER.unpack(await read_exactly(self.ws, 16, self.buffer))
-        assert major == 2
-        reply = await read_exactly(self.ws, size, self.buffer)
-        error = struct.unpack_from("<I", reply)[0]
-        if error:
-            return int(error)
-        await self.ws.send_bytes(ticket())  # no password, as the page has none
-        result = int(struct.unpack("<I", await read_exactly(self.ws, 4, self.buffer))[0])
-        if result == 0 and channel_type == DISPLAY:
-            # As spice-html5 does at once: spice-server waits for it and drops the channel (and
-            # QEMU 7.2 may crash) without it. SpiceMsgcDisplayInit: pixmap cache id and size,
-            # glz dictionary id and window size.
-            init = struct.pack("<BqBi", 1, 10 << 20, 0, 0)
-            await self.ws.send_bytes(struct.pack("<HI", SPICE_MSGC_DISPLAY_INIT, len(init)) + init)
-        return result
-
-    async def read(self, count: int) -> bytes:
-        return await read_exactly(self.ws, count, self.buffer)
-
-    async def read_until(self, wanted: int, limit: int = 50) -> bytes:
-        """Read SpiceMiniDataHeader messages (u16 type, u32 size) up to one of type ``wanted``;
-        return its body."""
-        for _ in range(limit):
-            kind, size = struct.unpack("<HI", await self.read(6))
-            body = await self.read(size)
-            if kind == wanted:
-                return body
-        raise AssertionError(f"no message of type {wanted} in the first {limit}")
-
-
-async def test_driver_links_and_then_bridges(linked_ws: Any) -> None:
+async def test_driver_links_and_then_bridges(driver_ws: Any) -> None:
     server = FakeSpiceServer("right", early=b"hello")
-    ws, results = await linked_ws(server, "right")
+    ws, results = await driver_ws(server, "right")
     client = RawSpiceClient(ws)
     assert await client.link(CURSOR) == 0
     assert server.received == [b"right\0"]
@@ -410,23 +344,23 @@ async def test_driver_links_and_then_bridges(linked_ws: Any) -> None:
 @pytest.mark.parametrize(
     ("password", "close"), [("wrong", Close.AUTH_FAILED), (None, Close.PASSWORD_UNKNOWN)]
 )
-async def test_driver_refused_password(linked_ws: Any, password: str | None, close: Close) -> None:
-    ws, results = await linked_ws(FakeSpiceServer("right"), password)
+async def test_driver_refused_password(driver_ws: Any, password: str | None, close: Close) -> None:
+    ws, results = await driver_ws(FakeSpiceServer("right"), password)
     client = RawSpiceClient(ws)
-    assert await client.link() == PERMISSION_DENIED  # forwarded, then closed
+    assert await client.link() == LINK_PERMISSION_DENIED  # forwarded, then closed
     msg = await ws.receive(timeout=5.0)
     assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, close.code, close.reason)
     assert results == [close]
 
 
-async def test_driver_link_error_from_server(linked_ws: Any) -> None:
+async def test_driver_link_error_from_server(driver_ws: Any) -> None:
     async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readexactly(16)
         writer.write(link_reply(error=5))  # NEED_SECURED: this channel wants TLS
         await writer.drain()
         await reader.read()
 
-    ws, results = await linked_ws(server, "pw")
+    ws, results = await driver_ws(server, "pw")
     assert await RawSpiceClient(ws).link() == 5
     msg = await ws.receive(timeout=5.0)
     assert (msg.type, msg.data) == (WSMsgType.CLOSE, Close.HOST_PROTOCOL.code)
@@ -440,7 +374,7 @@ async def test_driver_link_error_from_server(linked_ws: Any) -> None:
         (None, Close.HOST_TIMEOUT),  # says nothing
     ],
 )
-async def test_driver_host_failures(linked_ws: Any, reply: bytes | None, close: Close) -> None:
+async def test_driver_host_failures(driver_ws: Any, reply: bytes | None, close: Close) -> None:
     async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readexactly(16)
         if reply is None:
@@ -448,78 +382,25 @@ async def test_driver_host_failures(linked_ws: Any, reply: bytes | None, close: 
         writer.write(reply or b"")
         await writer.drain()
 
-    ws, results = await linked_ws(server, "pw", timeout=0.5)
+    ws, results = await driver_ws(server, "pw", timeout=0.5)
     await ws.send_bytes(link_mess())
     msg = await ws.receive(timeout=5.0)
     assert (msg.type, msg.data) == (WSMsgType.CLOSE, close.code)
     assert results == [close]
 
 
-async def test_driver_browser_failures(linked_ws: Any) -> None:
-    ws, results = await linked_ws(FakeSpiceServer(), None)
+async def test_driver_browser_failures(driver_ws: Any) -> None:
+    ws, results = await driver_ws(FakeSpiceServer(), None)
     await ws.send_str("hello")
     msg = await ws.receive(timeout=5.0)
     assert (msg.type, msg.data) == (WSMsgType.CLOSE, Close.TEXT_FRAME.code)
 
-    ws, results = await linked_ws(FakeSpiceServer(), None, timeout=0.3)
+    ws, results = await driver_ws(FakeSpiceServer(), None, timeout=0.3)
     await ws.send_bytes(link_mess()[:10])  # and then nothing
     msg = await ws.receive(timeout=5.0)
     assert (msg.type, msg.data) == (WSMsgType.CLOSE, Close.PROTOCOL_ERROR.code)
 
-    ws, results = await linked_ws(FakeSpiceServer(), None)
+    ws, results = await driver_ws(FakeSpiceServer(), None)
     await ws.send_bytes(b"GET / HTTP/1.1\r\n\r\n")
     msg = await ws.receive(timeout=5.0)
     assert (msg.type, msg.data) == (WSMsgType.CLOSE, Close.PROTOCOL_ERROR.code)
-
-
-# --- real QEMU ----------------------------------------------------------------------------
-
-
-@pytest.mark.qemu
-@pytest.mark.parametrize("ticketing", [False, True])
-async def test_qemu_links_every_channel_with_the_real_password(
-    linked_ws: Any, ticketing: bool
-) -> None:
-    from tests.support.qemu import QemuVm
-
-    async with QemuVm(spice=True, spice_ticketing=ticketing) as vm:
-        password = "zs-Pa55word" if ticketing else None
-        if password:
-            await vm.set_password(password, protocol="spice")
-        assert vm.spice_port is not None
-        ws, results = await linked_ws(None, password, port=vm.spice_port)
-        main = RawSpiceClient(ws)
-        assert await main.link(MAIN) == 0  # the browser sent a dummy ticket; the proxy a real one
-        # SpiceMsgMainInit starts with the session id the other channels link with.
-        (session_id,) = struct.unpack_from("<I", await main.read_until(SPICE_MSG_MAIN_INIT))
-        assert results == [SpiceLink(MAIN, b"", results[0].to_browser)]
-        # Kept open until QEMU stops: QEMU 7.2 (spice-server 0.15.1) crashes when a display
-        # channel goes away within a moment of linking.
-        channels = []
-        for channel in (DISPLAY, INPUTS, CURSOR):
-            other, linked = await linked_ws(None, password, port=vm.spice_port)
-            channels.append(other)
-            assert await RawSpiceClient(other).link(channel, connection_id=session_id) == 0
-            assert linked == [SpiceLink(channel, b"", linked[0].to_browser)]
-        # A made-up session id reaches QEMU's channel code and is refused there.
-        other, linked = await linked_ws(None, password, port=vm.spice_port)
-        assert await RawSpiceClient(other).link(INPUTS, connection_id=session_id ^ 1) == 8
-        assert linked == [Close.HOST_PROTOCOL]
-
-
-@pytest.mark.qemu
-@pytest.mark.parametrize(
-    ("password", "close"), [("wrong", Close.AUTH_FAILED), (None, Close.PASSWORD_UNKNOWN)]
-)
-async def test_qemu_refuses_a_wrong_password(
-    linked_ws: Any, password: str | None, close: Close
-) -> None:
-    from tests.support.qemu import QemuVm
-
-    async with QemuVm(spice=True, spice_ticketing=True) as vm:
-        await vm.set_password("right-one", protocol="spice")
-        assert vm.spice_port is not None
-        ws, results = await linked_ws(None, password, port=vm.spice_port)
-        assert await RawSpiceClient(ws).link(MAIN) == PERMISSION_DENIED
-        msg = await ws.receive(timeout=5.0)
-        assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, close.code, close.reason)
