@@ -396,13 +396,6 @@ async def test_session_limit_on_one_channel_closes_its_console_not_another_of_th
 # --- max_per_vm -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: max_per_vm ('most open consoles of one VM') counts every SPICE channel "
-    "socket as a console, so with max_per_vm = 1 a SPICE console's display channel is refused "
-    "with 4429, and the default of 8 admits only two spice-html5 consoles per VM",
-)
 async def test_max_per_vm_counts_a_spice_console_once(start_stack: StartStack) -> None:
     async with QemuVm(spice=True) as vm:
         assert vm.spice_port is not None

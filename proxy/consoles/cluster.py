@@ -30,10 +30,14 @@ log = logging.getLogger(__name__)
 LEASE = 60.0
 REFRESH_EVERY = 20.0
 
+# A member already counted (another channel socket of the same SPICE console) only renews.
 CLAIM_SCRIPT = """
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCOUNT', KEYS[1], now, '+inf') >= tonumber(ARGV[2]) then return 0 end
+local counted = redis.call('ZSCORE', KEYS[1], ARGV[4])
+if not counted and redis.call('ZCOUNT', KEYS[1], now, '+inf') >= tonumber(ARGV[2]) then
+  return 0
+end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[4])
 redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 5)
 return 1

@@ -26,6 +26,11 @@ class LiveConsole:
     # Sockets of one console share a group (SPICE: one socket per channel, one ticket).
     group: str = ""
 
+    @property
+    def counted_as(self) -> str:
+        """What per-VM limits count: the sockets of one SPICE console count once."""
+        return self.group or self.console_id
+
     async def interrupt(self, reason: Close) -> None:
         if self.interrupted is None:
             self.interrupted = reason
@@ -50,7 +55,12 @@ class ConsoleRegistry:
         """Record which VM the console shows; return how many consoles that VM now has."""
         console.vm_uuid = vm_uuid
         self._by_vm[vm_uuid].add(console)
-        return len(self._by_vm[vm_uuid])
+        return len({c.counted_as for c in self._by_vm[vm_uuid]})
+
+    def counts(self, console: LiveConsole) -> bool:
+        """Whether another open socket here still counts for what ``console`` counted as."""
+        peers = self._by_vm.get(console.vm_uuid, ())
+        return any(c.counted_as == console.counted_as for c in peers if c is not console)
 
     def remove(self, console: LiveConsole) -> None:
         self._all.discard(console)
@@ -64,8 +74,10 @@ class ConsoleRegistry:
             self._empty.set()
 
     def assigned(self) -> list[tuple[str, str]]:
-        """(VM, console id) of every open console that is assigned to a VM."""
-        return [(vm, c.console_id) for vm, consoles in self._by_vm.items() for c in consoles]
+        """(VM, what it counts as) of every open console that is assigned to a VM."""
+        return sorted(
+            {(vm, c.counted_as) for vm, consoles in self._by_vm.items() for c in consoles}
+        )
 
     async def close_group(self, group: str, reason: Close) -> int:
         """Close the other sockets of a console (e.g. its SPICE channels) with ``reason``."""

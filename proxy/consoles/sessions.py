@@ -72,10 +72,11 @@ class ConsoleSessions:
             log.error("shared state unavailable: %s", exc.reason)
             reason = Close.STORE_UNAVAILABLE
         finally:
+            last = not self.registry.counts(console)
             self.registry.remove(console)
             self.metrics.active.dec()
-            if console.claimed and self.cluster is not None:
-                await self.cluster.release(console.vm_uuid, console.console_id)
+            if console.claimed and last and self.cluster is not None:
+                await self.cluster.release(console.vm_uuid, console.counted_as)
         reason = console.interrupted or reason
         self.metrics.closed.labels(reason.name.lower()).inc()
         if not browser.closed:
@@ -111,7 +112,7 @@ class ConsoleSessions:
         if self.cluster is None:
             return local_count <= self.limits.max_per_vm
         console.claimed = await self.cluster.claim(
-            vm_key, console.console_id, self.limits.max_per_vm
+            vm_key, console.counted_as, self.limits.max_per_vm
         )
         return console.claimed
 
