@@ -14,6 +14,9 @@ import pytest
 
 from proxy.config import Config, load_config
 
+# Shared fixtures that live with their helpers in tests/support/.
+pytest_plugins = ["tests.support.stack"]
+
 IN_CI = bool(os.environ.get("CI"))
 
 

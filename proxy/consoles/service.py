@@ -5,10 +5,11 @@ Failures are :mod:`proxy.consoles.errors`; ``web/`` turns them into HTTP answers
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from proxy.consoles.errors import (
     BadUpstream,
@@ -22,7 +23,7 @@ from proxy.observe.metrics import Metrics
 from proxy.tickets.signed import TicketSigner, is_signed
 from proxy.tickets.static import StaticTokens
 from proxy.tickets.store import Ticket, TicketStore, TicketStoreFull, is_well_formed, new_token
-from proxy.zstack.client import ConsoleAddress, ZStackClient
+from proxy.zstack.client import Account, ConsoleAddress, ZStackClient, ZStackError
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,11 @@ class ConsoleService:
         self._check_target(vm_uuid, address.host, port)
         # The password rides in the ticket and stays in the proxy: the proxy itself answers
         # the hypervisor's authentication, so the browser never needs it.
-        with self.metrics.zstack_seconds.labels("console-passwords").time():
-            password = await self.zstack.get_console_password(session_id, vm_uuid)
+        password, account = await asyncio.gather(
+            self._password(session_id, vm_uuid), self._account(session_id)
+        )
         ticket = self._ticket(vm_uuid, address.host, port, protocol, password, tls)
+        ticket = replace(ticket, account_uuid=account.uuid, account_name=account.name)
         if self.signer is not None:
             return self.signer.sign(ticket), ticket
         token = new_token()
@@ -119,6 +122,19 @@ class ConsoleService:
                 "TICKETS.FULL", "Too many unused console tickets; try again soon."
             ) from None
         return token, ticket
+
+    async def _password(self, session_id: str, vm_uuid: str) -> str | None:
+        with self.metrics.zstack_seconds.labels("console-passwords").time():
+            return await self.zstack.get_console_password(session_id, vm_uuid)
+
+    async def _account(self, session_id: str) -> Account:
+        """Whose session it is, for the audit; a console is not refused for want of it."""
+        try:
+            with self.metrics.zstack_seconds.labels("accounts").time():
+                return await self.zstack.get_account(session_id)
+        except ZStackError as exc:
+            log.warning("could not tell the session's ZStack account: %s", exc.code)
+            return Account("", "")
 
     def _check_target(self, vm_uuid: str, host: str, port: int) -> None:
         if self.policy.permits(host, port):

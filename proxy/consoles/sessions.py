@@ -131,6 +131,8 @@ class ConsoleSessions:
             f"{ticket.host}:{ticket.port}",
             console.client_ip,
             ticket.protocol,
+            ticket.account_uuid,
+            ticket.account_name,
         )
         self.audit.opened(facts)
         stats = BridgeStats()

@@ -25,6 +25,8 @@ from typing import Any
 from aiohttp import web
 
 ADMIN = "admin"
+# ZStack creates its admin account with this fixed uuid.
+ADMIN_UUID = "36c27e8ff05c4780bf6d2fa65700f22e"
 PROTOCOLS = ("vnc", "spice", "vncAndSpice")
 RUNNABLE_STATES = ("Running", "Crashed")
 DEFAULT_SESSION_TIMEOUT = 7200.0
@@ -133,6 +135,7 @@ def create_simulator_app(inventory: Inventory) -> web.Application:
     app.router.add_put("/zstack/v1/accounts/login", _login)
     app.router.add_get("/zstack/v1/accounts/sessions/{uuid}/valid", _session_valid)
     app.router.add_delete("/zstack/v1/accounts/sessions/{uuid}", _logout)
+    app.router.add_get("/zstack/v1/accounts", _query_accounts)
     app.router.add_get("/zstack/v1/vm-instances/{uuid}/console-addresses", _console_address)
     app.router.add_get("/zstack/v1/vm-instances/{uuid}/console-passwords", _console_password)
     # Last, so it catches unknown paths and known paths with another method, as ZStack does.
@@ -189,6 +192,34 @@ async def _logout(request: web.Request) -> web.Response:
     return _json({})
 
 
+async def _query_accounts(request: web.Request) -> web.Response:
+    """QueryAccount: an admin session sees every account, any other session only its own.
+
+    Supports ``limit`` and ``q=uuid=...`` / ``q=name=...``; other conditions are ignored.
+    """
+    session = _caller(request)
+    if isinstance(session, web.Response):
+        return session
+    accounts = [
+        a
+        for a in request.app[_STATE].inventory.accounts
+        if session.account.name == ADMIN or a.uuid == session.account.uuid
+    ]
+    for condition in request.query.getall("q", []):
+        field_name, _, value = condition.partition("=")
+        if field_name in ("uuid", "name"):
+            accounts = [a for a in accounts if getattr(a, field_name) == value]
+    limit = request.query.get("limit", "")
+    if limit.isdigit():
+        accounts = accounts[: int(limit)]
+    return _json({"inventories": [_account_inventory(a) for a in accounts]})
+
+
+def _account_inventory(account: Account) -> dict[str, Any]:
+    kind = "SystemAdmin" if account.uuid == ADMIN_UUID else "Normal"
+    return {"uuid": account.uuid, "name": account.name, "type": kind}
+
+
 async def _console_address(request: web.Request) -> web.Response:
     vm_or_error = _authorized_vm(request)
     if isinstance(vm_or_error, web.Response):
@@ -219,6 +250,22 @@ async def _no_mapping(request: web.Request) -> web.Response:
 
 def _authorized_vm(request: web.Request) -> Vm | web.Response:
     """The VM named in the path if the caller's session may see it, else the error answer."""
+    session = _caller(request)
+    if isinstance(session, web.Response):
+        return session
+    state = request.app[_STATE]
+    vm_uuid = request.match_info["uuid"]
+    vm = next((vm for vm in state.inventory.vms if vm.uuid == vm_uuid), None)
+    if vm is None:
+        detail = f"invalid field[uuid], resource[uuid:{vm_uuid}, type:VmInstanceVO] not found"
+        return _error("SYS.1003", detail)
+    if session.account.name not in (ADMIN, vm.owner):
+        return _error("ID.1002", f"the account cannot access the VM[uuid:{vm.uuid}]")
+    return vm
+
+
+def _caller(request: web.Request) -> _Session | web.Response:
+    """The caller's live session (renewed, as every authenticated call renews it), or the error."""
     header = request.headers.get("Authorization")
     if header is None:
         return web.Response(status=400, text="missing header 'Authorization'")
@@ -230,14 +277,7 @@ def _authorized_vm(request: web.Request) -> Vm | web.Response:
     if session is None:
         return _error("ID.1001", "Session expired")
     session.expires_at = time.monotonic() + state.inventory.session_timeout
-    vm_uuid = request.match_info["uuid"]
-    vm = next((vm for vm in state.inventory.vms if vm.uuid == vm_uuid), None)
-    if vm is None:
-        detail = f"invalid field[uuid], resource[uuid:{vm_uuid}, type:VmInstanceVO] not found"
-        return _error("SYS.1003", detail)
-    if session.account.name not in (ADMIN, vm.owner):
-        return _error("ID.1002", f"the account cannot access the VM[uuid:{vm.uuid}]")
-    return vm
+    return session
 
 
 def _live_session(state: _State, session_uuid: str) -> _Session | None:
@@ -368,7 +408,8 @@ def _parse_inventory(data: Mapping[str, Any]) -> Inventory:
 def _parse_account(where: str, item: object) -> Account:
     entry = _mapping(where, item, _ACCOUNT_KEYS)
     name = _str(entry, "name", where)
-    account_uuid = entry.get("uuid", uuid.uuid5(_ACCOUNT_NAMESPACE, name).hex)
+    default = ADMIN_UUID if name == ADMIN else uuid.uuid5(_ACCOUNT_NAMESPACE, name).hex
+    account_uuid = entry.get("uuid", default)
     if not isinstance(account_uuid, str) or not _UUID.fullmatch(account_uuid):
         raise InventoryError(f"{where}.uuid: must be 32 lowercase hexadecimal digits")
     return Account(name, _str(entry, "password", where, allow_empty=True), account_uuid)

@@ -22,7 +22,8 @@ class ConsoleFacts:
     target: str
     client_ip: str
     protocol: str
-    account: str | None = None
+    account_uuid: str = ""
+    account_name: str = ""
 
 
 class AuditLog:
@@ -83,7 +84,9 @@ def _facts(facts: ConsoleFacts) -> dict[str, Any]:
         "target": facts.target,
         "client": facts.client_ip,
         "protocol": facts.protocol,
-        "account": facts.account,
+        "account": (
+            {"uuid": facts.account_uuid, "name": facts.account_name} if facts.account_uuid else None
+        ),
     }
 
 

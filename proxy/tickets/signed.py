@@ -75,6 +75,7 @@ class TicketSigner:
             "e": ticket.expires_at,
             "u": ticket.uses,
             "s": ticket.tls,
+            "a": [ticket.account_uuid, ticket.account_name],
             "x": self._seal(self._signing_key, ticket_id, ticket.password),
         }
         body = PREFIX + _b64(json.dumps(payload, separators=(",", ":")).encode())
@@ -109,6 +110,8 @@ class TicketSigner:
             password=self._open(key, str(payload["j"]), payload["x"]),
             uses=int(payload["u"]),
             tls=bool(payload["s"]),
+            account_uuid=str(payload["a"][0]),
+            account_name=str(payload["a"][1]),
         )
 
     @staticmethod

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
+# websockify's plugins log each token they resolve at INFO (TokenRedis: "resolving token ...");
+# a token must never reach a log, so only their warnings and errors pass.
+logging.getLogger("websockify.token_plugins").setLevel(logging.WARNING)
 
 
 class TokenPlugin(Protocol):

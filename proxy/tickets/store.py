@@ -48,6 +48,9 @@ class Ticket:
     window: float = 0.0
     # Dial with TLS (SPICE's TLS port).
     tls: bool = False
+    # The ZStack account that minted it (for the audit); empty for static tokens.
+    account_uuid: str = ""
+    account_name: str = ""
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires_at

@@ -29,6 +29,8 @@ MAX_FIELD = 1000
 MAX_CAUSE_DEPTH = 8
 # A session id that cannot exist: /valid answers {"valid": false} without touching any session.
 PROBE_SESSION = "0" * 32
+# ZStack creates its admin account with this fixed uuid.
+ADMIN_ACCOUNT = ("36c27e8ff05c4780bf6d2fa65700f22e", "admin")
 
 _STATUS_BY_CODE = {"ID.1001": 401, "ID.1002": 403, "SYS.1003": 404, "VM.1010": 409}
 _VM_UUID = re.compile(r"[0-9a-fA-F]{32}")
@@ -74,6 +76,14 @@ class ConsoleAddress:
     vdi: VdiPortInfo
 
 
+@dataclass(frozen=True)
+class Account:
+    """The ZStack account behind a session (for the audit)."""
+
+    uuid: str
+    name: str
+
+
 class ZStackClient:
     """Calls the ZStack REST API; ``base_url`` includes the context path (``.../zstack``)."""
 
@@ -98,6 +108,22 @@ class ZStackClient:
         if not isinstance(password, str):
             raise _bad_response("the password field is not a string")
         return password
+
+    async def get_account(self, session_id: str) -> Account:
+        """The account behind ``session_id``, asked with QueryAccount (no effect on the session
+        beyond the renewal every call makes). ZStack shows a normal account only itself and
+        shows the admin account only to admin: two answers mean the caller is admin."""
+        body = await self._get("accounts?limit=2", session_id)
+        accounts = body.get("inventories")
+        if not isinstance(accounts, list) or not 1 <= len(accounts) <= 2:
+            raise _bad_response("the QueryAccount answer has no 'inventories' list")
+        if len(accounts) == 2:
+            return Account(*ADMIN_ACCOUNT)
+        found = accounts[0]
+        uuid, name = (found.get("uuid"), found.get("name")) if isinstance(found, dict) else (0, 0)
+        if not isinstance(uuid, str) or not _VM_UUID.fullmatch(uuid) or not isinstance(name, str):
+            raise _bad_response("the QueryAccount answer has no account uuid and name")
+        return Account(uuid.lower(), _clip(name, MAX_FIELD))
 
     async def check_reachable(self) -> None:
         """Raise ZStackError unless the API answers a session check sensibly (for /readyz)."""
