@@ -1,0 +1,121 @@
+"""README "Running it": ``console-proxy serve --config FILE`` and ``--zstack-url URL`` on a real
+process, which then serves a mint against the simulated ZStack (and a console); flags win over
+the file; a bad key stops the start with a message naming it."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from proxy.demo.simulator import create_simulator_app
+from tests.conftest import TcpTarget, free_port, greet_as_browser, rfb_echo
+from tests.support.app_stack import VM, AiohttpServer, inventory, login, vm_entry
+from tests.support.serve_process import ServeProcess
+
+
+def write_config(path: Path, port: int, zstack: str) -> Path:
+    path.write_text(
+        "[server]\n"
+        f'listen = "127.0.0.1:{port}"\n'
+        "[zstack]\n"
+        f'url = "{zstack}"\n'
+        "timeout = 3\n"
+        "[targets]\n"
+        'allow = ["127.0.0.0/8"]\n'
+        "[audit]\n"
+        'sink = ""\n'
+    )
+    return path
+
+
+async def simulated_zstack(aiohttp_server: AiohttpServer, tcp_target: Any) -> tuple[str, TcpTarget]:
+    target: TcpTarget = await tcp_target(rfb_echo)
+    simulator = await aiohttp_server(
+        create_simulator_app(inventory([vm_entry(VM, vncPort=target.port)])), access_log=None
+    )
+    return str(simulator.make_url("/zstack")), target
+
+
+async def mint(http: aiohttp.ClientSession, base: str, session: str) -> tuple[int, Any]:
+    async with http.post(
+        f"{base}/api/v1/consoles",
+        json={"vmUuid": VM},
+        headers={"Authorization": f"OAuth {session}"},
+    ) as answer:
+        return answer.status, await answer.json()
+
+
+async def test_serve_with_only_a_config_file_listens_where_it_says_and_mints(
+    aiohttp_server: AiohttpServer, tcp_target: Any, tmp_path: Path
+) -> None:
+    zstack, target = await simulated_zstack(aiohttp_server, tcp_target)
+    port = free_port()
+    config = write_config(tmp_path / "config.toml", port, zstack)
+    async with (
+        ServeProcess(port, ["--config", str(config)], tmp_path),
+        aiohttp.ClientSession() as http,
+    ):
+        status, body = await mint(http, f"http://127.0.0.1:{port}", await login(http, zstack))
+        assert status == 201, body
+        assert body["consoleUrl"].startswith(f"http://127.0.0.1:{port}/console/vnc#token=")
+        ws = await http.ws_connect(f"http://127.0.0.1:{port}/websockify?token={body['token']}")
+        stream = await greet_as_browser(ws)
+        await stream.write(b"cli")
+        assert await stream.read_exactly(3, 5) == b"cli"
+        await ws.close()
+    assert target.connections == 1
+
+
+async def test_zstack_url_flag_wins_over_the_config_file(
+    aiohttp_server: AiohttpServer, tcp_target: Any, tmp_path: Path
+) -> None:
+    zstack, _ = await simulated_zstack(aiohttp_server, tcp_target)
+    nowhere = f"http://127.0.0.1:{free_port()}/zstack"  # nothing listens there
+    async with aiohttp.ClientSession() as http:
+        session = await login(http, zstack)
+        # The file alone points at the dead ZStack: the mint fails...
+        port = free_port()
+        config = write_config(tmp_path / "file-only.toml", port, nowhere)
+        async with ServeProcess(port, ["--config", str(config)], tmp_path):
+            status, body = await mint(http, f"http://127.0.0.1:{port}", session)
+        assert status == 502 and body["error"]["code"] == "ZSTACK.UNREACHABLE", body
+        # ...and --zstack-url on the command line replaces it.
+        port = free_port()
+        config = write_config(tmp_path / "flag.toml", port, nowhere)
+        args = ["--config", str(config), "--zstack-url", zstack]
+        async with ServeProcess(port, args, tmp_path):
+            status, body = await mint(http, f"http://127.0.0.1:{port}", session)
+        assert status == 201, body
+
+
+async def test_zstack_url_and_listen_flags_without_a_config_file(
+    aiohttp_server: AiohttpServer, tcp_target: Any, tmp_path: Path
+) -> None:
+    zstack, _ = await simulated_zstack(aiohttp_server, tcp_target)
+    port = free_port()
+    args = ["--listen", f"127.0.0.1:{port}", "--zstack-url", zstack]
+    env = {"CONSOLE_PROXY_TARGETS_ALLOW": "127.0.0.0/8"}
+    async with ServeProcess(port, args, tmp_path, env), aiohttp.ClientSession() as http:
+        status, body = await mint(http, f"http://127.0.0.1:{port}", await login(http, zstack))
+    assert status == 201, body
+
+
+async def test_a_bad_value_in_the_config_file_stops_the_start_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[limits]\nidle_timeout = 0\n")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "limits.idle_timeout" in done.stderr
