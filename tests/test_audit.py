@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from proxy.demo.simulator import create_simulator_app
+from proxy.demo.simulator import ADMIN_UUID, create_simulator_app
 from proxy.demo.vncserver import DemoVncServer
 from tests.conftest import free_port, greet_as_browser
 from tests.support.app_stack import VM, AiohttpServer, inventory, login, vm_entry
@@ -69,7 +69,7 @@ async def test_default_audit_sink_is_stderr_with_open_and_close_and_no_secrets(
         "target": f"127.0.0.1:{vnc.port}",
         "client": "127.0.0.1",
         "protocol": "vnc",
-        "account": None,
+        "account": {"uuid": ADMIN_UUID, "name": "admin"},
     }
     assert {k: open_event[k] for k in facts} == facts
     assert {k: close_event[k] for k in facts} == facts

@@ -175,11 +175,6 @@ async def test_token_redis_plugin_with_a_real_redis(
     assert target.connections == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="websockify's TokenRedis logs 'resolving token <token>' at INFO and the proxy lets "
-    "websockify's loggers through: the token lands in the log, which README says never happens",
-)
 async def test_token_redis_lookups_never_log_the_token(
     stack: StartStack,
     tcp_target: StartTarget,
