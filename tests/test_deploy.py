@@ -41,27 +41,8 @@ REPO = DEPLOY.parent
 TOKEN = "console-token"
 # Added to the drain so that close handshakes finish (proxy/cli.py: shutdown_timeout).
 SHUTDOWN_MARGIN = 10.0
-REDIS_KEYS = ("redis_url", "encrypt_key")
 
 AiohttpServer = Callable[..., Any]
-
-
-def redis_store_configurable() -> bool:
-    from proxy.config import TicketsConfig
-
-    return all(key in {f.name for f in fields(TicketsConfig)} for key in REDIS_KEYS)
-
-
-def without_redis(values: dict[str, Any]) -> dict[str, Any]:
-    """Config values minus the Redis store's, until proxy/config.py knows them."""
-    if redis_store_configurable():
-        return values
-    tickets = {
-        key: value
-        for key, value in values.get("tickets", {}).items()
-        if key not in (*REDIS_KEYS, "store")
-    }
-    return {**values, "tickets": tickets}
 
 
 def drain_budget() -> float:
@@ -400,10 +381,9 @@ def test_compose_file() -> None:
         assert seconds(proxy["stop_grace_period"]) > drain_budget()
         env = {key: interpolate(str(value)) for key, value in proxy["environment"].items()}
         assert env["CONSOLE_PROXY_SERVER_BASE_PATH"] == BASE
-        if not redis_store_configurable():
-            for key in ("STORE", *(key.upper() for key in REDIS_KEYS)):
-                env.pop(f"CONSOLE_PROXY_TICKETS_{key}")
-        load_config(env=env)
+        tickets = load_config(env=env).tickets
+        assert (tickets.store, tickets.redis_url) == ("redis", "redis://:redis-pw@redis:6379/0")
+        assert tickets.encrypt_key == SAMPLES["TICKET_ENCRYPT_KEY"]
     mounted = [volume.split(":")[0] for volume in services["haproxy"]["volumes"]]
     assert "./haproxy/haproxy.cfg" in mounted and (DEPLOY / "haproxy" / "haproxy.cfg").is_file()
     haproxy_ip = services["haproxy"]["networks"]["backend"]["ipv4_address"]
@@ -428,7 +408,7 @@ def test_kubernetes_manifests_agree_with_each_other() -> None:
     config = load_config(
         # The Deployment brings the Redis URL from a Secret.
         env={"CONSOLE_PROXY_TICKETS_REDIS_URL": "redis://redis:6379/0"},
-        overrides={f"{s}.{k}": v for s, kv in without_redis(toml).items() for k, v in kv.items()},
+        overrides={f"{s}.{k}": v for s, kv in toml.items() for k, v in kv.items()},
     )
     pod = objects["Deployment"]["spec"]["template"]
     labels = pod["metadata"]["labels"]
@@ -478,8 +458,6 @@ def name_of(doc: dict[str, Any]) -> tuple[str, str]:
 
 def test_redis_store_is_configurable() -> None:
     # compose.yaml and k8s/ run several replicas sharing tickets through Redis.
-    if not redis_store_configurable():
-        pytest.skip(f"proxy/config.py has no tickets.{'/'.join(REDIS_KEYS)} yet")
     objects = k8s_objects()
     toml = tomllib.loads(objects["ConfigMap"]["data"]["config.toml"])
     env = {"CONSOLE_PROXY_TICKETS_REDIS_URL": "redis://127.0.0.1:6379/0"}
