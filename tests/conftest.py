@@ -20,11 +20,15 @@ pytest_plugins = ["tests.support.stack"]
 IN_CI = bool(os.environ.get("CI"))
 
 
-def require_binary(name: str, package: str) -> str:
-    """The binary's path; locally a missing one skips with advice, in CI it fails the test."""
+def require_binary(name: str, package: str, *, how: str = "") -> str:
+    """The binary's path; locally a missing one skips with advice, in CI it fails the test.
+
+    ``how`` tells how to install it when that is not ``apt-get install package``.
+    """
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not found: install it with 'apt-get install {package}'"
+        advice = how or f"install it with 'apt-get install {package}'"
+        message = f"{name} not found: {advice}"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

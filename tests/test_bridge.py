@@ -353,7 +353,6 @@ async def test_shutdown_with_no_consoles_is_immediate(aiohttp_server: Any) -> No
     assert time.monotonic() - started < 2.0
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 async def test_token_file_directory_as_zstack_agent_writes(
     aiohttp_server: Any, tmp_path: Path, tcp_target: Any
 ) -> None:
