@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from typing import TextIO
 
 import aiohttp
 import pytest
@@ -30,21 +32,42 @@ async def demo() -> AsyncIterator[str]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
-    line = await asyncio.wait_for(asyncio.to_thread(_line_with_url, process.stdout), 20)
-    url = re.search(r"http://\S+/", line)
-    assert url, line
+    banner = await asyncio.wait_for(asyncio.to_thread(_banner, process.stdout), 20)
+    url = re.search(r"open (http://\S+/)", banner)
+    assert url, banner
+    BANNERS[url.group(1)] = banner
     try:
-        yield url.group(0)
+        yield url.group(1)
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
 
 
-def _line_with_url(stream: object) -> str:
-    for line in stream:  # type: ignore[attr-defined]
-        if "http://" in line:
-            return str(line)
-    return ""
+BANNERS: dict[str, str] = {}
+
+
+def _banner(stream: TextIO) -> str:
+    """What the demo prints at start, up to the end of its curl recipe."""
+    lines = []
+    for line in stream:
+        lines.append(line)
+        if line.startswith("then open the consoleUrl"):
+            break
+    return "".join(lines)
+
+
+async def test_demo_prints_a_curl_recipe_that_mints(demo: str) -> None:
+    banner = BANNERS[demo]
+    assert re.search(r"Simulated ZStack API: http://127\.0\.0\.1:\d+/zstack", banner)
+    assert "admin / password" in banner
+    recipe = banner.split("(the README's recipe):\n", 1)[1].rsplit("then open", 1)[0]
+    result = await asyncio.to_thread(
+        subprocess.run, ["bash", "-euo", "pipefail", "-c", recipe], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["consoleUrl"].startswith(f"{demo}console/vnc#token=")
+    assert answer["protocol"] == "vnc"
 
 
 async def test_demo_index_mint_and_console(demo: str) -> None:

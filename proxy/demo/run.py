@@ -38,6 +38,26 @@ async def start_vnc_servers(inventory: Inventory) -> tuple[Inventory, list[DemoV
     return inventory.with_ports(ports), list(servers.values())
 
 
+def banner(proxy_url: str, zstack_url: str, inventory: Inventory) -> str:
+    """What the demo prints: where to click, and how to mint a console by hand with curl."""
+    accounts = ", ".join(f"{a.name} / {a.password}" for a in inventory.accounts)
+    vm = inventory.vms[0]
+    return f"""
+Demo console proxy ready: open {proxy_url}/
+Simulated ZStack API: {zstack_url}   accounts: {accounts}
+(admin sees every VM, the others only their own). Ctrl-C stops.
+
+Mint a console by hand (the README's recipe):
+  PW=$(printf %s password | sha512sum | cut -d' ' -f1)
+  SESSION=$(curl -s -X PUT {zstack_url}/v1/accounts/login \\
+    -d '{{"logInByAccount": {{"accountName": "admin", "password": "'$PW'"}}}}' \\
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["inventory"]["uuid"])')
+  curl -s -X POST {proxy_url}/api/v1/consoles -H "Authorization: OAuth $SESSION" \\
+    -d '{{"vmUuid": "{vm.uuid}"}}'
+then open the consoleUrl it answers ({vm.name}).
+"""
+
+
 async def serve_demo(listen: str) -> None:
     inventory, vnc_servers = await start_vnc_servers(load_inventory(DEFAULT_INVENTORY))
     simulator = web.AppRunner(create_simulator_app(inventory), access_log=None)
@@ -61,11 +81,8 @@ async def serve_demo(listen: str) -> None:
     host, port = parse_listen(config.server.listen)
     await web.TCPSite(runner, host, port).start()
     url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    print(
-        f"\nDemo console proxy ready: open http://{url_host}:{runner.addresses[0][1]}/\n"
-        "(simulated ZStack, demo VNC servers; Ctrl-C stops)",
-        flush=True,
-    )
+    proxy_url = f"http://{url_host}:{runner.addresses[0][1]}{config.server.base_path}"
+    print(banner(proxy_url, simulator_url, inventory), flush=True)
     try:
         await wait_for_signal()
     finally:
