@@ -44,6 +44,9 @@ class ServerConfig:
     drain_timeout: float = 30.0
     # Bearer token for the admin endpoints (revocation); empty disables them.
     admin_token: str = ""
+    # Which headers trusted proxies speak: "x-forwarded" (X-Forwarded-For/-Proto/-Host) or
+    # "forwarded" (RFC 7239). Only that family is read; the other is ignored.
+    forwarded_headers: str = "x-forwarded"
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,11 @@ def validate(config: Config) -> None:
                 "server.allowed_origins",
                 f"{origin!r} is not an origin like https://portal.example.com",
             )
+    if config.server.forwarded_headers not in FORWARDED_FAMILIES:
+        raise ConfigError(
+            "server.forwarded_headers",
+            f"must be 'x-forwarded' or 'forwarded', got {config.server.forwarded_headers!r}",
+        )
     for key, cidrs in (("server.trusted_proxies", config.server.trusted_proxies),):
         for cidr in cidrs:
             _check_network(key, cidr)
@@ -371,6 +379,7 @@ def parse_listen(value: str, key: str = "server.listen") -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+FORWARDED_FAMILIES = ("x-forwarded", "forwarded")
 def _check_network(key: str, cidr: str) -> None:
     try:
         ipaddress.ip_network(cidr, strict=False)
