@@ -20,6 +20,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 from proxy.consoles.targets import TargetPolicy
 
 ENV_PREFIX = "CONSOLE_PROXY_"
+# [server] forwarded_headers: which family of headers trusted proxies set.
+FORWARDED_FAMILIES = ("x-forwarded", "forwarded")
 
 
 class ConfigError(ValueError):
@@ -47,6 +49,8 @@ class ServerConfig:
     # Which headers trusted proxies speak: "x-forwarded" (X-Forwarded-For/-Proto/-Host) or
     # "forwarded" (RFC 7239). Only that family is read; the other is ignored.
     forwarded_headers: str = "x-forwarded"
+    # Bearer token /metrics asks for; empty leaves it open.
+    metrics_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -379,7 +383,6 @@ def parse_listen(value: str, key: str = "server.listen") -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-FORWARDED_FAMILIES = ("x-forwarded", "forwarded")
 def _check_network(key: str, cidr: str) -> None:
     try:
         ipaddress.ip_network(cidr, strict=False)
