@@ -8,6 +8,7 @@ into the audit's ``client``; one that can forge the host gets a consoleUrl on it
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import time
@@ -41,12 +42,6 @@ AiohttpServer = Callable[..., Awaitable[TestServer]]
 Kind = Literal["nginx", "haproxy"]
 # The browser's address behind the reverse proxy; its TCP peer is the reverse proxy, 127.0.0.1.
 CLIENT = "127.0.0.3"
-
-
-def _sha(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha512(text.encode()).hexdigest()
 
 
 @dataclass
@@ -90,7 +85,9 @@ async def start_stack(
     sections.setdefault("audit", {})["sink"] = f"file:{audit}"
     config = make_config(**sections)
     proxy = await aiohttp_server(create_app(config))
-    body = {"logInByAccount": {"accountName": "admin", "password": _sha("pw")}}
+    body = {
+        "logInByAccount": {"accountName": "admin", "password": hashlib.sha512(b"pw").hexdigest()}
+    }
     async with (
         aiohttp.ClientSession() as http,
         http.put(simulator.make_url("/zstack/v1/accounts/login"), json=body) as answer,
@@ -118,7 +115,8 @@ async def audited_clients(audit: Path, count: int) -> list[str]:
     """The ``client`` of the first ``count`` consoles opened (waits for their audit lines)."""
     deadline = time.monotonic() + 10
     while True:
-        lines = audit.read_text().splitlines() if audit.exists() else []
+        # Only whole lines: one may be half written while we read.
+        lines = audit.read_text().split("\n")[:-1] if audit.exists() else []
         opened = [e for line in lines if (e := json.loads(line))["event"] == "console.open"]
         if len(opened) >= count:
             return [str(event["client"]) for event in opened[:count]]
