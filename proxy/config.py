@@ -11,6 +11,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 from proxy.consoles.targets import TargetPolicy
 
 ENV_PREFIX = "CONSOLE_PROXY_"
+# [server] forwarded_headers: which family of headers trusted proxies set.
+FORWARDED_FAMILIES = ("x-forwarded", "forwarded")
 
 
 class ConfigError(ValueError):
@@ -44,6 +47,14 @@ class ServerConfig:
     drain_timeout: float = 30.0
     # Bearer token for the admin endpoints (revocation); empty disables them.
     admin_token: str = ""
+    # Which headers trusted proxies speak: "x-forwarded" (X-Forwarded-For/-Proto/-Host) or
+    # "forwarded" (RFC 7239). Only that family is read; the other is ignored.
+    forwarded_headers: str = "x-forwarded"
+    # Bearer token /metrics asks for; empty leaves it open.
+    metrics_token: str = ""
+    # The origins browsers reach the proxy on; when set, they replace the Host header for the
+    # WebSocket Origin check and consoleUrl (the first one), so Host is never trusted.
+    public_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -265,6 +276,13 @@ def validate(config: Config) -> None:
                 "server.allowed_origins",
                 f"{origin!r} is not an origin like https://portal.example.com",
             )
+    for origin in config.server.public_origins:
+        _check_public_origin(origin)
+    if config.server.forwarded_headers not in FORWARDED_FAMILIES:
+        raise ConfigError(
+            "server.forwarded_headers",
+            f"must be 'x-forwarded' or 'forwarded', got {config.server.forwarded_headers!r}",
+        )
     for key, cidrs in (("server.trusted_proxies", config.server.trusted_proxies),):
         for cidr in cidrs:
             _check_network(key, cidr)
@@ -369,6 +387,19 @@ def parse_listen(value: str, key: str = "server.listen") -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(key, f"must be HOST:PORT, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+
+
+def _check_public_origin(origin: str) -> None:
+    found = _ORIGIN.fullmatch(origin)
+    if found is None or (found.group(2) and int(found.group(2)[1:]) > 65535):
+        raise ConfigError(
+            "server.public_origins",
+            f"{origin!r} is not an origin like https://console.example.com "
+            "(http or https, a host, an optional port, no path)",
+        )
 
 
 def _check_network(key: str, cidr: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict
 
@@ -21,6 +22,7 @@ class RateLimiter:
 
     def allow(self, key: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
+        key = client_key(key)
         tokens, last = self._buckets.pop(key, (self._burst, now))
         tokens = min(self._burst, tokens + (now - last) * self._rate)
         allowed = tokens >= 1.0
@@ -28,3 +30,20 @@ class RateLimiter:
         if len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
         return allowed
+
+
+def client_key(address: str) -> str:
+    """Whom a limit counts: an IPv4 address, or an IPv6 client's /64.
+
+    One IPv6 host is usually given a whole /64, so its addresses are one client; an
+    IPv4-mapped IPv6 address is the IPv4 client it maps. Anything else is its own key.
+    """
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])  # a link-local zone is no client
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)

@@ -3,6 +3,10 @@
 An entry is a network with an optional port or port range: ``10.0.0.0/8``,
 ``192.168.1.10:5900-6100``, ``127.0.0.1/32:5901``, ``[::1]:5900-5999``. An empty list allows
 nothing, so a fresh install dials no host until the operator says which.
+
+An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) reaches the IPv4 host, so it is judged as that
+IPv4 address, by the IPv4 rules (a ``::ffff:0:0/96`` entry is read as the IPv4 network it maps).
+An IPv6 entry with a port needs brackets: ``::1:5900`` could be either, so it is refused.
 """
 
 from __future__ import annotations
@@ -35,10 +39,19 @@ class TargetPolicy:
     def permits(self, host: str, port: int) -> bool:
         """True when host (an IP literal; names are never dialled) and port are allowed."""
         try:
-            address = ipaddress.ip_address(host)
+            address = unmapped(ipaddress.ip_address(host))
         except ValueError:
             return False
         return any(rule.permits(address, port) for rule in self.rules)
+
+
+def unmapped(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) reaches, else itself."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def parse_rule(entry: str) -> TargetRule:
@@ -54,13 +67,43 @@ def parse_rule(entry: str) -> TargetRule:
     elif text.count(":") == 1:
         net, _, ports = text.partition(":")
     else:
+        _refuse_ambiguous(entry, text)
         net = text
     try:
-        network = ipaddress.ip_network(net, strict=False)
+        network = _unmapped_network(ipaddress.ip_network(net, strict=False))
     except ValueError as exc:
         raise ValueError(f"{entry!r} is not a network: {exc}") from exc
     first, last = _parse_ports(entry, ports) if ports else (1, 65535)
     return TargetRule(network, first, last)
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped_network(network: Network) -> Network:
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
+
+
+def _refuse_ambiguous(entry: str, text: str) -> None:
+    """An unbracketed IPv6 entry ending in ``:<port>`` or ``:<port>-<port>`` after a network."""
+    head, _, tail = text.rpartition(":")
+    low, _, high = tail.partition("-")
+    if not low.isdigit() or not (high.isdigit() or not high) or not head.strip(":"):
+        return
+    try:
+        ipaddress.ip_network(head, strict=False)
+    except ValueError:
+        return
+    problem = f"{entry!r} is ambiguous: write [{head}]:{tail} for port(s) {tail} of {head}"
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(problem) from None
+    raise ValueError(f"{problem}, or [{text}] for the address {text} on every port")
 
 
 def _parse_ports(entry: str, text: str) -> tuple[int, int]:

@@ -42,7 +42,10 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 
 
 def base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}{request.app[CONFIG].server.base_path}"
+    server = request.app[CONFIG].server
+    if server.public_origins:  # then the Host header is not believed
+        return f"{server.public_origins[0]}{server.base_path}"
+    return f"{request.scheme}://{request.host}{server.base_path}"
 
 
 async def mint_console(request: web.Request) -> web.Response:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
+
 from aiohttp import hdrs, web
 
 from proxy.tickets.store import StoreUnavailable
-from proxy.web.keys import CONSOLES, METRICS, ZSTACK
+from proxy.web.errors import ApiError
+from proxy.web.keys import CONFIG, CONSOLES, METRICS, ZSTACK
 from proxy.zstack.client import ZStackError
 
 
@@ -27,6 +30,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    expected = request.app[CONFIG].server.metrics_token
+    if expected:
+        scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        if scheme != "Bearer" or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise ApiError(
+                401, "METRICS.UNAUTHORIZED", "Send 'Authorization: Bearer <metrics token>'."
+            )
     body, content_type = request.app[METRICS].exposition()
     response = web.Response(body=body)
     response.headers[hdrs.CONTENT_TYPE] = content_type

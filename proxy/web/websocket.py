@@ -35,8 +35,14 @@ def origin_allowed(request: web.Request) -> bool:
     if origin is None:
         # Only browsers send Origin, and only browsers can be tricked into cross-site requests.
         return True
-    own = f"{request.scheme}://{request.host}"
-    return origin == own or origin in request.app[CONFIG].server.allowed_origins
+    server = request.app[CONFIG].server
+    if origin in server.allowed_origins:
+        return True
+    # With public_origins set the Host header is not believed: a rebound DNS name would make
+    # the attacker's page's origin and the Host it sends agree.
+    if server.public_origins:
+        return origin in server.public_origins
+    return origin == f"{request.scheme}://{request.host}"
 
 
 async def websockify(request: web.Request) -> web.StreamResponse:
