@@ -105,7 +105,7 @@ async def console_services(
             app[REGISTRY],
             session_limits(config),
             handshakes,
-            app[RATE_LIMITER],
+            RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst),
             app[METRICS],
             app[AUDIT],
             cluster,

@@ -64,15 +64,17 @@ async def stack(
 async def test_rejections_and_close_reasons_are_counted_with_their_labels(
     stack: StartStack,
 ) -> None:
-    s = await stack(limits={"rate_per_minute": 1, "rate_burst": 5, "max_per_vm": 1})
-    first, second = await s.token(), await s.token()  # requests 1, 2
-    ws = await s.open(first)  # 3: the VM's one console
+    # One a minute, bursts of 2: two mints, then two failed redemptions, spend both budgets.
+    s = await stack(limits={"rate_per_minute": 1, "rate_burst": 2, "max_per_vm": 1})
+    first, second = await s.token(), await s.token()  # mints 1, 2
+    ws = await s.open(first)  # the VM's one console (a valid ticket costs nothing)
     stream = await greet_as_browser(ws)
-    assert await s.refusal(second) == Close.TOO_MANY_FOR_VM.value  # 4
-    assert await s.refusal("B" * 43) == Close.TICKET_INVALID.value  # 5
-    status, _ = await s.mint()  # 6: over the burst
+    assert await s.refusal(second) == Close.TOO_MANY_FOR_VM.value
+    assert await s.refusal("B" * 43) == Close.TICKET_INVALID.value  # failure 1
+    status, _ = await s.mint()  # mint 3: over the burst
     assert status == 429
-    assert await s.refusal("C" * 43) == Close.RATE_LIMITED.value  # 7
+    assert await s.refusal("C" * 43) == Close.TICKET_INVALID.value  # failure 2
+    assert await s.refusal("D" * 43) == Close.RATE_LIMITED.value  # no budget left
     await stream.write(b"12345")
     assert await stream.read_exactly(5, 5) == b"12345"
     await ws.close()
@@ -85,11 +87,11 @@ async def test_rejections_and_close_reasons_are_counted_with_their_labels(
         ("console_proxy_requests_rejected_total", "limit", "max_per_vm"): 1.0,
         (closed, "reason", "browser_closed"): 1.0,
         (closed, "reason", "too_many_for_vm"): 1.0,
-        (closed, "reason", "ticket_invalid"): 1.0,
+        (closed, "reason", "ticket_invalid"): 2.0,
         (closed, "reason", "rate_limited"): 1.0,
         ("console_proxy_tickets_minted_total", "protocol", "vnc"): 2.0,
         ("console_proxy_tickets_redeemed_total", "result", "ok"): 2.0,
-        ("console_proxy_tickets_redeemed_total", "result", "invalid"): 1.0,
+        ("console_proxy_tickets_redeemed_total", "result", "invalid"): 2.0,
     }
     got = {key: value(samples, key[0], **{key[1]: key[2]}) for key in expected}
     assert got == expected

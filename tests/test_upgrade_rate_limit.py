@@ -1,5 +1,6 @@
-"""README: ``rate_per_minute``/``rate_burst`` bound mints (429 LIMIT.RATE) and WebSocket upgrades
-(close 4429) per client address, through the running app."""
+"""README: ``rate_per_minute``/``rate_burst`` bound mints (429 LIMIT.RATE) and failed ticket
+redemptions (then close 4429) per client address, through the running app; valid tickets never
+meet the limit."""
 
 from __future__ import annotations
 
@@ -34,21 +35,23 @@ async def stack(
         await s.close()
 
 
-async def test_upgrades_beyond_the_burst_close_4429_and_leave_the_ticket_unused(
+async def test_valid_tickets_never_meet_the_limit_failed_redemptions_do(
     stack: StartStack,
 ) -> None:
-    # One token a minute: nothing refills during the test. Mints and upgrades share the bucket.
+    # One a minute: nothing refills during the test. The burst is 3 mints and 3 failures.
     s = await stack(limits={"rate_per_minute": 1, "rate_burst": 3})
-    first, second = await s.token(), await s.token()  # 2 of 3
-    ws = await s.open(first)  # 3 of 3
-    await greet_as_browser(ws)
-    await ws.close()
-    code, reason = await s.refusal(second)  # the 4th request from this address
-    assert (code, reason) == Close.RATE_LIMITED.value
-    assert code == 4429 and "your address" in reason
-    assert s.target.connections == 1  # type: ignore[attr-defined]
-    status, body = await s.mint()
+    tokens = [await s.token() for _ in range(3)]
+    status, body = await s.mint()  # the 4th mint from this address
     assert status == 429 and body["error"]["code"] == "LIMIT.RATE"
+    for token in tokens:  # valid tickets cost nothing, however many
+        ws = await s.open(token)
+        await greet_as_browser(ws)
+        await ws.close()
+    for _ in range(3):  # guessing spends the failures' budget...
+        assert await s.refusal("A" * 43) == Close.TICKET_INVALID.value
+    # ...and then even a valid ticket is not looked at from this address.
+    assert await s.refusal(tokens[0]) == Close.RATE_LIMITED.value
+    assert s.target.connections == 3  # type: ignore[attr-defined]
 
 
 async def test_the_upgrade_limit_is_per_client_address(stack: StartStack) -> None:
@@ -60,7 +63,7 @@ async def test_the_upgrade_limit_is_per_client_address(stack: StartStack) -> Non
     alice = {"X-Forwarded-For": "203.0.113.10"}
     bob = {"X-Forwarded-For": "203.0.113.20"}
     mallory = {"X-Forwarded-For": "203.0.113.30"}
-    # The ticket is minted from a third address, so alice's and bob's buckets count upgrades.
+    # The ticket is minted from a third address; alice spends her failures' budget guessing.
     async with s.http.post(
         s.url("/api/v1/consoles"),
         json={"vmUuid": VM},

@@ -21,12 +21,20 @@ class RateLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     def allow(self, key: str, now: float | None = None) -> bool:
+        """Take one event from ``key``'s budget; False when none is left."""
+        return self._take(key, 1.0, now)
+
+    def exhausted(self, key: str, now: float | None = None) -> bool:
+        """Whether ``key`` has no event left, without spending one."""
+        return not self._take(key, 0.0, now)
+
+    def _take(self, key: str, cost: float, now: float | None) -> bool:
         now = time.monotonic() if now is None else now
         key = client_key(key)
         tokens, last = self._buckets.pop(key, (self._burst, now))
         tokens = min(self._burst, tokens + (now - last) * self._rate)
         allowed = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        self._buckets[key] = (tokens - cost if allowed else tokens, now)
         if len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
         return allowed

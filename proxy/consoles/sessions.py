@@ -47,7 +47,7 @@ class ConsoleSessions:
         registry: ConsoleRegistry,
         limits: SessionLimits,
         handshakes: HandshakeSettings,
-        rate_limiter: RateLimiter,
+        failures: RateLimiter,
         metrics: Metrics,
         audit: AuditLog,
         cluster: ClusterState | None = None,
@@ -56,7 +56,7 @@ class ConsoleSessions:
         self.registry = registry
         self.limits = limits
         self.handshakes = handshakes
-        self.rate_limiter = rate_limiter
+        self.failures = failures
         self.metrics = metrics
         self.audit = audit
         self.cluster = cluster
@@ -84,7 +84,10 @@ class ConsoleSessions:
         return reason
 
     async def _admit(self, console: LiveConsole, token: str) -> Close:
-        if not self.rate_limiter.allow(console.client_ip):
+        # Only failed redemptions spend this per-address budget (mints have their own): a valid
+        # ticket is proof of a mint, so it costs nothing, nor do a SPICE console's channel
+        # sockets. An address that has spent it guessing is refused before any lookup.
+        if self.failures.exhausted(console.client_ip):
             self.metrics.rejected.labels("rate").inc()
             return Close.RATE_LIMITED
         if len(self.registry) > self.limits.max_connections:
@@ -93,6 +96,7 @@ class ConsoleSessions:
         ticket = await self.service.redeem(token)
         self.metrics.redeems.labels("ok" if ticket else "invalid").inc()
         if ticket is None:
+            self.failures.allow(console.client_ip)
             return Close.TICKET_INVALID
         if ticket.uses > 1:
             console.group = hashlib.sha256(token.encode()).hexdigest()[:16]
