@@ -11,6 +11,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import logging
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from proxy.consoles.targets import TargetPolicy
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "CONSOLE_PROXY_"
 # [server] forwarded_headers: which family of headers trusted proxies set.
@@ -168,15 +171,25 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Known ``CONSOLE_PROXY_<SECTION>_<KEY>`` variables; others are named once and ignored.
+
+    Kubernetes injects ``CONSOLE_PROXY_PORT``, ``CONSOLE_PROXY_SERVICE_HOST`` and the like for a
+    Service named console-proxy, so an unknown name must not stop the start; a bad value of a
+    known key still does (in ``_build``).
+    """
     found: dict[str, dict[str, Any]] = {}
+    unknown: list[str] = []
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        rest = name[len(ENV_PREFIX) :].lower()
-        section, sep, key = rest.partition("_")
-        if not sep or section not in SECTIONS:
-            raise ConfigError(name, "unknown environment variable (no such config section)")
+        section, sep, key = name[len(ENV_PREFIX) :].lower().partition("_")
+        if not sep or section not in SECTIONS or key not in get_type_hints(SECTIONS[section]):
+            unknown.append(name)
+            continue
         found.setdefault(section, {})[key] = _EnvString(value)
+    if unknown:
+        # Names only: a value may be a secret.
+        log.warning("ignoring unknown environment variables: %s", ", ".join(sorted(unknown)))
     return found
 
 

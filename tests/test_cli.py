@@ -119,3 +119,41 @@ async def test_a_bad_value_in_the_config_file_stops_the_start_naming_the_key(
     )
     assert done.returncode == 2
     assert "limits.idle_timeout" in done.stderr
+
+
+async def test_serve_starts_beside_kubernetes_service_variables(
+    aiohttp_server: AiohttpServer, tcp_target: Any, tmp_path: Path
+) -> None:
+    """A Service named console-proxy makes Kubernetes inject CONSOLE_PROXY_PORT and friends."""
+    zstack, _ = await simulated_zstack(aiohttp_server, tcp_target)
+    port = free_port()
+    config = write_config(tmp_path / "config.toml", port, zstack)
+    injected = {
+        "CONSOLE_PROXY_PORT": "tcp://10.96.0.10:6080",
+        "CONSOLE_PROXY_PORT_6080_TCP": "tcp://10.96.0.10:6080",
+        "CONSOLE_PROXY_PORT_6080_TCP_PROTO": "tcp",
+        "CONSOLE_PROXY_PORT_6080_TCP_PORT": "6080",
+        "CONSOLE_PROXY_PORT_6080_TCP_ADDR": "10.96.0.10",
+        "CONSOLE_PROXY_SERVICE_HOST": "10.96.0.10",
+        "CONSOLE_PROXY_SERVICE_PORT": "6080",
+        "CONSOLE_PROXY_SERVICE_PORT_HTTP": "6080",
+    }
+    async with (
+        ServeProcess(port, ["--config", str(config)], tmp_path, env=injected) as proxy,
+        aiohttp.ClientSession() as http,
+    ):
+        status, body = await mint(http, f"http://127.0.0.1:{port}", await login(http, zstack))
+        assert status == 201, body
+    warnings = [line for line in proxy.stderr.splitlines() if "unknown environment" in line]
+    assert len(warnings) == 1 and all(name in warnings[0] for name in injected)
+    # A bad value of a known key still stops the start, naming the key.
+    bad = {**injected, "CONSOLE_PROXY_LIMITS_IDLE_TIMEOUT": "forever"}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
+        env={**ServeProcess(port, [], tmp_path).env, **bad},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2 and "limits.idle_timeout" in result.stderr
