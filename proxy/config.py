@@ -50,6 +50,8 @@ class ServerConfig:
     drain_timeout: float = 30.0
     # Bearer token for the admin endpoints (revocation); empty disables them.
     admin_token: str = ""
+    # /readyz answers 503 while ZStack is unreachable (by default it only reports ZStack's state).
+    ready_requires_zstack: bool = False
     # Which headers trusted proxies speak: "x-forwarded" (X-Forwarded-For/-Proto/-Host) or
     # "forwarded" (RFC 7239). Only that family is read; the other is ignored.
     forwarded_headers: str = "x-forwarded"

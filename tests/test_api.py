@@ -16,8 +16,10 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
+from proxy.closecodes import Close
 from proxy.demo.simulator import SIMULATOR_CONTROL, Inventory, create_simulator_app
 from proxy.web.accesslog import RedactingAccessLogger
+from proxy.web.keys import REGISTRY
 from tests.conftest import free_port, greet_as_browser, make_config, rfb_echo
 
 VM = "0123456789abcdef0123456789abcdef"
@@ -264,8 +266,27 @@ async def test_health_and_readiness(stack: Any) -> None:
     async with s.http.get(s.proxy.make_url("/readyz")) as r:
         assert r.status == 200 and (await r.json())["zstack"] == "ok"
     await s.simulator.close()
+    # ZStack down: still ready (static tokens need no ZStack), and the body says why mints fail.
+    async with s.http.get(s.proxy.make_url("/readyz")) as r:
+        body = await r.json()
+        assert r.status == 200 and body == {
+            "status": "ready",
+            "zstack": "ZSTACK.UNREACHABLE",
+            "store": "ok",
+        }
+
+
+async def test_readiness_can_require_zstack_and_fails_while_draining(stack: Any) -> None:
+    s = await stack(server={"ready_requires_zstack": True})
+    async with s.http.get(s.proxy.make_url("/readyz")) as r:
+        assert r.status == 200
+    await s.simulator.close()
     async with s.http.get(s.proxy.make_url("/readyz")) as r:
         assert r.status == 503 and (await r.json())["zstack"] == "ZSTACK.UNREACHABLE"
+    s2 = await stack()
+    await s2.proxy.app[REGISTRY].drain(0, Close.GOING_AWAY)
+    async with s2.http.get(s2.proxy.make_url("/readyz")) as r:
+        assert r.status == 503 and (await r.json())["status"] == "draining"
 
 
 async def test_console_page_carries_csp_with_frame_ancestors(stack: Any) -> None:

@@ -111,11 +111,20 @@ def test_nginx_websocket_timeouts_outlast_the_idle_timeout() -> None:
 
 
 async def start_proxy(
-    aiohttp_server: AiohttpServer, tmp_path: Path, name: str, target_port: int, zstack_url: str
+    aiohttp_server: AiohttpServer,
+    tmp_path: Path,
+    name: str,
+    target_port: int,
+    zstack_url: str,
+    ready_requires_zstack: bool = False,
 ) -> TestServer:
     tokens = write_token_file(tmp_path / f"tokens-{name}", {TOKEN: ("127.0.0.1", target_port)})
     config = make_config(
-        server={"base_path": BASE, "trusted_proxies": ["127.0.0.1/32"]},
+        server={
+            "base_path": BASE,
+            "trusted_proxies": ["127.0.0.1/32"],
+            "ready_requires_zstack": ready_requires_zstack,
+        },
         tickets={"token_file": str(tokens)},
         zstack={"url": zstack_url},
     )
@@ -256,9 +265,15 @@ async def test_websocket_round_robin_through_haproxy_over_tls(
     proxies = [
         await start_proxy(aiohttp_server, tmp_path, "a", targets[0].port, zstack),
         await start_proxy(aiohttp_server, tmp_path, "b", targets[1].port, zstack),
-        # ZStack unreachable: /readyz answers 503, so the health check must take it out.
+        # ZStack unreachable and required: /readyz answers 503, so the health check must take
+        # it out.
         await start_proxy(
-            aiohttp_server, tmp_path, "c", targets[2].port, f"http://127.0.0.1:{free_port()}/zstack"
+            aiohttp_server,
+            tmp_path,
+            "c",
+            targets[2].port,
+            f"http://127.0.0.1:{free_port()}/zstack",
+            ready_requires_zstack=True,
         ),
     ]
     config, https_port, http_port = haproxy_config(

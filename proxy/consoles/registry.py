@@ -43,6 +43,8 @@ class ConsoleRegistry:
         self._by_vm: defaultdict[str, set[LiveConsole]] = defaultdict(set)
         self._empty = asyncio.Event()
         self._empty.set()
+        # Set once the process stops taking consoles (readiness says so).
+        self.draining = False
 
     def __len__(self) -> int:
         return len(self._all)
@@ -92,6 +94,7 @@ class ConsoleRegistry:
 
     async def drain(self, timeout: float, reason: Close) -> int:
         """Wait up to ``timeout`` for consoles to end, then close the rest; return that count."""
+        self.draining = True
         try:
             await asyncio.wait_for(self._empty.wait(), timeout)
             return 0

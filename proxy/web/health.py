@@ -8,7 +8,7 @@ from aiohttp import hdrs, web
 
 from proxy.tickets.store import StoreUnavailable
 from proxy.web.errors import ApiError
-from proxy.web.keys import CONFIG, CONSOLES, METRICS, ZSTACK
+from proxy.web.keys import CONFIG, CONSOLES, METRICS, REGISTRY, ZSTACK
 from proxy.zstack.client import ZStackError
 
 
@@ -17,11 +17,21 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 when this instance can take consoles: not draining, ticket store reachable.
+
+    ZStack's state is reported but does not decide (static-token consoles never ask ZStack, and
+    an outage must not take every instance out of the balancer), unless
+    ``[server] ready_requires_zstack``.
+    """
     body = {"status": "ready", "zstack": "ok", "store": "ok"}
+    if request.app[REGISTRY].draining:
+        body["status"] = "draining"
     try:
         await request.app[ZSTACK].check_reachable()
     except ZStackError as exc:
-        body.update(status="unavailable", zstack=exc.code)
+        body["zstack"] = exc.code
+        if request.app[CONFIG].server.ready_requires_zstack:
+            body["status"] = "unavailable"
     try:
         await request.app[CONSOLES].store.check_reachable()
     except StoreUnavailable as exc:
