@@ -309,6 +309,13 @@ def validate(config: Config) -> None:
     _check_store(config)
     if config.tickets.token_file and config.tickets.token_plugin:
         raise ConfigError("tickets.token_file", "set either token_file or token_plugin, not both")
+    token_file = config.tickets.token_file
+    if token_file and not Path(token_file).exists():
+        # Starting anyway would refuse every console with 4401 and no word why. An empty
+        # directory is fine: ZStack's console agent fills it later.
+        raise ConfigError(
+            "tickets.token_file", f"{token_file} does not exist (a token file or a directory)"
+        )
     if config.tickets.token_plugin and not config.tickets.token_source:
         raise ConfigError("tickets.token_source", "token_plugin needs a token_source")
     for name in ("idle_timeout", "max_session", "connect_timeout", "handshake_timeout"):

@@ -102,3 +102,12 @@ def test_cli_reports_config_errors_and_exits_2(
     monkeypatch.setenv("CONSOLE_PROXY_LIMITS_IDLE_TIMEOUT", "0")
     assert main(["serve"]) == 2
     assert "limits.idle_timeout: must be greater than 0" in capsys.readouterr().err
+
+
+def test_a_token_file_that_does_not_exist_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(env={"CONSOLE_PROXY_TICKETS_TOKEN_FILE": str(tmp_path / "missing")})
+    assert raised.value.key == "tickets.token_file" and "does not exist" in str(raised.value)
+    empty = tmp_path / "tokens.d"
+    empty.mkdir()  # ZStack's agent fills it later
+    assert load_config(env={"CONSOLE_PROXY_TICKETS_TOKEN_FILE": str(empty)}).tickets.token_file
