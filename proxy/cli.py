@@ -53,10 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(args.listen)
         config = load_config(args.config, os.environ, overrides_from(args))
+        # Files named by the config (TLS certificates, ...) are read at start: still its errors.
+        serve(config)
     except ConfigError as exc:
         print(f"console-proxy: {exc}", file=sys.stderr)
         return 2
-    serve(config)
     return 0
 
 

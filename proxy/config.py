@@ -44,6 +44,10 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     frame_ancestors: tuple[str, ...] = ("'self'",)
+    # HTTPS on the listener: PEM certificate (chain) and key; the key may sit in the cert file.
+    # SIGHUP reloads them for new connections. Empty: plain HTTP (e.g. behind a reverse proxy).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     # Where the console pages and the npm packages are served from; empty means the repository.
     assets_dir: str = ""
     # On SIGTERM: stop accepting, let open consoles run this long, then close them (1001).
@@ -324,6 +328,8 @@ def validate(config: Config) -> None:
     _positive("limits.max_per_vm", config.limits.max_per_vm)
     _positive("limits.rate_per_minute", config.limits.rate_per_minute)
     _positive("limits.rate_burst", config.limits.rate_burst)
+    if config.server.tls_key_file and not config.server.tls_cert_file:
+        raise ConfigError("server.tls_key_file", "needs server.tls_cert_file")
     if config.server.drain_timeout < 0:
         raise ConfigError("server.drain_timeout", "must be 0 or more seconds")
     sink = config.audit.sink

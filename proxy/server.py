@@ -18,6 +18,7 @@ from proxy.app import create_app
 from proxy.closecodes import Close
 from proxy.config import Config, parse_listen
 from proxy.web.accesslog import RedactingAccessLogger
+from proxy.web.https import ServerCertificate
 from proxy.web.keys import CONFIG, REGISTRY
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ LISTEN_BACKLOG = 4096
 
 
 async def run_server(config: Config, app: web.Application | None = None) -> None:
+    certificate = ServerCertificate.from_config(config.server)
     runner = web.AppRunner(
         app or create_app(config),
         access_log_class=RedactingAccessLogger,
@@ -36,9 +38,12 @@ async def run_server(config: Config, app: web.Application | None = None) -> None
     host, port = parse_listen(config.server.listen)
     # aiohttp's default backlog (128) drops SYNs when a portal page reloads hundreds of
     # consoles at once; the kernel caps this at net.core.somaxconn.
-    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
+    tls = certificate.context if certificate else None
+    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG, ssl_context=tls)
     await site.start()
     log.info("console proxy listening on %s", site.name)
+    if certificate is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, certificate.reload)
     try:
         await wait_for_signal()
     finally:

@@ -28,8 +28,10 @@ class ServeProcess:
         directory: Path,
         env: dict[str, str] | None = None,
         log_level: str = "INFO",
+        scheme: str = "http",
     ) -> None:
         self.port = port
+        self.scheme = scheme
         self.args = args
         base = {k: v for k, v in os.environ.items() if not k.startswith("CONSOLE_PROXY_")}
         self.env = {**base, **(env or {})}
@@ -40,7 +42,7 @@ class ServeProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def stderr(self) -> str:
@@ -63,7 +65,8 @@ class ServeProcess:
                         f"console-proxy exited with {self.process.returncode}: {self.stderr}"
                     )
                 try:
-                    async with http.get(f"{self.url}/healthz") as answer:
+                    # Only "is it up": the HTTPS tests check the certificate themselves.
+                    async with http.get(f"{self.url}/healthz", ssl=False) as answer:
                         if answer.status == 200:
                             return
                 except aiohttp.ClientConnectionError:
