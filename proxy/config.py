@@ -135,6 +135,13 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    # "text" (readable, the default) or "json" (one object per line); the audit has its own sink.
+    format: str = "text"
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     zstack: ZStackConfig = field(default_factory=ZStackConfig)
@@ -143,6 +150,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 SECTIONS: dict[str, type[Any]] = get_type_hints(Config)
@@ -330,6 +338,12 @@ def validate(config: Config) -> None:
     _positive("limits.rate_burst", config.limits.rate_burst)
     if config.server.tls_key_file and not config.server.tls_cert_file:
         raise ConfigError("server.tls_key_file", "needs server.tls_cert_file")
+    if config.log.format not in ("text", "json"):
+        raise ConfigError("log.format", f"must be 'text' or 'json', got {config.log.format!r}")
+    if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(
+            "log.level", f"must be DEBUG, INFO, WARNING or ERROR, got {config.log.level!r}"
+        )
     if config.server.drain_timeout < 0:
         raise ConfigError("server.drain_timeout", "must be 0 or more seconds")
     sink = config.audit.sink

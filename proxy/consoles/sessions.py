@@ -18,6 +18,7 @@ from proxy.consoles.limits import RateLimiter
 from proxy.consoles.registry import ConsoleRegistry, LiveConsole
 from proxy.consoles.service import ConsoleService
 from proxy.observe.audit import AuditLog, ConsoleFacts
+from proxy.observe.logs import CONSOLE_ID
 from proxy.observe.metrics import Metrics
 from proxy.relay.bridge import Bridge, BridgeLimits, BridgeStats
 from proxy.relay.browser import BrowserSocket
@@ -64,6 +65,7 @@ class ConsoleSessions:
     async def serve(self, browser: BrowserSocket, token: str, client_ip: str) -> Close:
         """Run the console to its end; close the browser's socket with the reason."""
         console = LiveConsole(browser, client_ip=client_ip)
+        CONSOLE_ID.set(console.console_id)  # this task's log lines name the console
         self.registry.add(console)
         self.metrics.active.inc()
         try:
