@@ -17,6 +17,7 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.closecodes import Close
 from proxy.config import Config, parse_listen
+from proxy.relay.tuning import raise_open_files_limit
 from proxy.web.accesslog import RedactingAccessLogger
 from proxy.web.https import ServerCertificate
 from proxy.web.keys import CONFIG, REGISTRY
@@ -27,6 +28,7 @@ LISTEN_BACKLOG = 4096
 
 
 async def run_server(config: Config, app: web.Application | None = None) -> None:
+    raise_open_files_limit()
     certificate = ServerCertificate.from_config(config.server)
     runner = web.AppRunner(
         app or create_app(config),

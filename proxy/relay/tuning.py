@@ -1,4 +1,4 @@
-"""Process-wide tuning for moving bytes fast: glibc malloc thresholds.
+"""Process-wide tuning for moving bytes fast: glibc malloc thresholds, open-files limit.
 
 asyncio and uvloop allocate a fresh buffer for every socket read. With glibc's default
 thresholds, reads of 128 KiB and more are mmap'ed and unmapped each time, and the process can
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import resource
 
 log = logging.getLogger(__name__)
 
@@ -38,3 +39,21 @@ def tune_malloc() -> bool:
     )
     log.debug("glibc malloc thresholds raised: %s", done)
     return done
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return (soft, hard) as they now are.
+
+    Every console holds two descriptors (browser and host), and the soft limit is often 1,024
+    while the hard one is far higher: without this a process refuses consoles (4429) long
+    before the machine is busy.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, hard, exc)
+            return soft, hard
+    log.info("open-files limit: %d (was %d; hard limit %d)", hard, soft, hard)
+    return hard, hard
