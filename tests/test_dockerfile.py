@@ -112,7 +112,14 @@ async def run_healthcheck(environment: dict[str, str], tmp_path: Path) -> int:
     if not (bin_dir / "python").exists():
         (bin_dir / "python").symlink_to(sys.executable)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", **environment}
-    shell = await asyncio.create_subprocess_exec("/bin/sh", "-c", healthcheck_command(), env=env)
+    shell = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        healthcheck_command(),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,  # the failing cases' tracebacks
+    )
     return await asyncio.wait_for(shell.wait(), timeout=30)
 
 
