@@ -56,11 +56,17 @@ log = logging.getLogger(__name__)
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("text/javascript", ".mjs")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
 
 
 def assets_dir(config: Config) -> Path:
-    return Path(config.server.assets_dir) if config.server.assets_dir else REPO_ROOT
+    """Where ``templates/`` and ``static/`` are: ``[server] assets_dir`` when set, else the
+    installed package's own copy (a wheel carries them in ``proxy/``), else the repository (a
+    checkout, or ``pip install -e .``)."""
+    if config.server.assets_dir:
+        return Path(config.server.assets_dir)
+    return PACKAGE_DIR if (PACKAGE_DIR / "templates").is_dir() else REPO_ROOT
 
 
 def create_app(config: Config) -> web.Application:

@@ -1,31 +1,56 @@
-"""``console-proxy serve`` and ``console-proxy demo``: parse arguments, build the app, run it."""
+"""``console-proxy serve``, ``check-config``, ``demo``: parse arguments, build the app, run it."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+import proxy
+from proxy.app import assets_dir
 from proxy.config import Config, ConfigError, load_config
+from proxy.configdump import to_json, to_toml
+from proxy.relay.tls import client_context
 from proxy.relay.tuning import tune_malloc
 from proxy.server import run_server
 
 log = logging.getLogger("proxy")
 
+DISTRIBUTION = "zstack-console-proxy"
+
+
+def package_version() -> str:
+    """The installed distribution's version; the source's when run from a bare checkout."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return proxy.__version__
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="console-proxy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"console-proxy {package_version()}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    config_flags = argparse.ArgumentParser(add_help=False)
+    config_flags.add_argument("--config", help="TOML config file")
+    config_flags.add_argument("--listen", help="HOST:PORT to listen on ([server] listen)")
+    config_flags.add_argument(
+        "--zstack-url", help="ZStack API base URL incl. /zstack ([zstack] url)"
+    )
+    config_flags.add_argument("--token-file", help="websockify TokenFile file or directory")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the console proxy")
-    serve.add_argument("--config", help="TOML config file")
-    serve.add_argument("--listen", help="HOST:PORT to listen on ([server] listen)")
-    serve.add_argument("--zstack-url", help="ZStack API base URL incl. /zstack ([zstack] url)")
-    serve.add_argument("--token-file", help="websockify TokenFile file or directory")
+    commands.add_parser("serve", parents=[config_flags], help="run the console proxy")
+    check = commands.add_parser(
+        "check-config",
+        parents=[config_flags],
+        help="check the configuration and print it (file < environment < flags), secrets redacted",
+    )
+    check.add_argument("--format", choices=("toml", "json"), default="toml")
     demo = commands.add_parser("demo", help="run a self-contained demo (no ZStack needed)")
     demo.add_argument("--listen", default="127.0.0.1:6080", help="HOST:PORT (default %(default)s)")
     return parser
@@ -42,6 +67,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -58,6 +85,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"console-proxy: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Load the config as ``serve`` would and print it; 2 with the key's error when it is bad."""
+    try:
+        config = load_config(args.config, os.environ, overrides_from(args))
+        client_context(config.tls)  # the [tls] files are read at start-up too
+    except ConfigError as exc:
+        print(f"console-proxy: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        sys.stdout.write(to_json(config))
+    else:
+        sys.stdout.write(f"# console pages and static files from {assets_dir(config)}\n")
+        sys.stdout.write(to_toml(config))
     return 0
 
 
