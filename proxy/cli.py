@@ -15,6 +15,7 @@ import proxy
 from proxy.app import assets_dir
 from proxy.config import Config, ConfigError, load_config
 from proxy.configdump import to_json, to_toml
+from proxy.observe.logs import LEVELS, configure_logging
 from proxy.relay.tls import client_context
 from proxy.relay.tuning import tune_malloc
 from proxy.server import run_server
@@ -35,7 +36,12 @@ def package_version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="console-proxy", description=__doc__)
     parser.add_argument("--version", action="version", version=f"console-proxy {package_version()}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LEVELS,
+        help="DEBUG, INFO, WARNING or ERROR (overrides [log] level)",
+    )
     config_flags = argparse.ArgumentParser(add_help=False)
     config_flags.add_argument("--config", help="TOML config file")
     config_flags.add_argument("--listen", help="HOST:PORT to listen on ([server] listen)")
@@ -69,17 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     install_uvloop()
     tune_malloc()
     try:
         if args.command == "demo":
             from proxy.demo.run import run_demo
 
+            configure_logging("text", args.log_level or "INFO")
             return run_demo(args.listen)
+        # Until logging is configured, a warning while loading goes to stderr as plain text.
         config = load_config(args.config, os.environ, overrides_from(args))
+        configure_logging(config.log.format, args.log_level or config.log.level)
         # Files named by the config (TLS certificates, ...) are read at start: still its errors.
         serve(config)
     except ConfigError as exc:
