@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import mimetypes
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,15 +45,12 @@ from proxy.web.keys import (
     SESSIONS,
     ZSTACK,
 )
-from proxy.web.middlewares import error_middleware, security_headers
+from proxy.web.middlewares import error_middleware, javascript_type, security_headers
 from proxy.web.routes import add_routes
 from proxy.zstack.client import ZStackClient
 
 log = logging.getLogger(__name__)
 
-# ES modules must be served as JavaScript; Python 3.11's table says application/javascript.
-mimetypes.add_type("text/javascript", ".js")
-mimetypes.add_type("text/javascript", ".mjs")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -90,6 +86,7 @@ def create_app(config: Config) -> web.Application:
     root = assets_dir(config)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(root / "templates"), autoescape=True)
     app.cleanup_ctx.append(functools.partial(console_services, handshakes=handshakes))
+    app.on_response_prepare.append(javascript_type)
     app.on_shutdown.append(close_consoles)
     app.on_cleanup.append(close_audit)
     add_routes(app, config.server.base_path, root)

@@ -30,3 +30,11 @@ async def test_console_page_carries_the_table(aiohttp_client: Any, page: str) ->
     assert table == PAGE_MESSAGES
     # The codes the page used to show only as "Disconnected (code N)".
     assert {4503, 4513, 4515, 4516, 4517} <= table.keys()
+
+
+async def test_scripts_are_served_as_text_javascript(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_app(make_config()))
+    for path in ("/static/js/closecodes.js", "/static/novnc/core/rfb.js"):
+        response = await client.get(path)
+        assert response.status == 200, path
+        assert response.headers["Content-Type"].startswith("text/javascript"), path

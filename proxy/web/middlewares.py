@@ -47,3 +47,11 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
+
+
+async def javascript_type(request: web.Request, response: web.StreamResponse) -> None:
+    """Serve scripts as ``text/javascript`` (RFC 9239), which ES modules need in strict
+    browsers; aiohttp's static files use their own type table, which says
+    application/javascript."""
+    if isinstance(response, web.FileResponse) and request.path.endswith((".js", ".mjs")):
+        response.content_type = "text/javascript"
