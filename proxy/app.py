@@ -24,6 +24,7 @@ from proxy.consoles.registry import ConsoleRegistry
 from proxy.consoles.service import ConsoleService, TicketPolicy
 from proxy.consoles.sessions import ConsoleSessions, SessionLimits
 from proxy.consoles.targets import TargetPolicy
+from proxy.observe import redaction
 from proxy.observe.audit import AuditLog
 from proxy.observe.metrics import Metrics
 from proxy.relay.handshakes import HandshakeSettings
@@ -46,7 +47,7 @@ from proxy.web.keys import (
     SESSIONS,
     ZSTACK,
 )
-from proxy.web.middlewares import error_middleware, security_headers
+from proxy.web.middlewares import error_middleware, security_headers, settle_request_body
 from proxy.web.routes import add_routes
 from proxy.zstack.client import ZStackClient
 
@@ -68,9 +69,12 @@ def create_app(config: Config) -> web.Application:
     # security headers also go on the JSON errors made below them.
     middlewares = [
         forwarded_middleware(config.server.trusted_proxies),
+        settle_request_body,
         security_headers,
         error_middleware,
     ]
+    # aiohttp's own log lines may quote a request line or WebSocket subprotocols: tickets.
+    redaction.install()
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[CONFIG] = config
     app[REGISTRY] = ConsoleRegistry()

@@ -118,6 +118,12 @@ class LimitsConfig:
     connect_timeout: float = 5.0
     handshake_timeout: float = 10.0
     max_frame_size: int = 4 * 1024 * 1024
+    # A connection must send a complete request head within this many seconds (also the
+    # longest an idle keep-alive connection stays open).
+    header_timeout: float = 10.0
+    # Connections per client address that have not sent their first request head yet
+    # (trusted_proxies are exempt: they carry everyone's connections).
+    max_pending_per_address: int = 64
 
 
 @dataclass(frozen=True)
@@ -307,10 +313,17 @@ def validate(config: Config) -> None:
         raise ConfigError("tickets.token_file", "set either token_file or token_plugin, not both")
     if config.tickets.token_plugin and not config.tickets.token_source:
         raise ConfigError("tickets.token_source", "token_plugin needs a token_source")
-    for name in ("idle_timeout", "max_session", "connect_timeout", "handshake_timeout"):
+    for name in (
+        "idle_timeout",
+        "max_session",
+        "connect_timeout",
+        "handshake_timeout",
+        "header_timeout",
+    ):
         _positive(f"limits.{name}", getattr(config.limits, name))
     _positive("limits.max_connections", config.limits.max_connections)
     _positive("limits.max_per_vm", config.limits.max_per_vm)
+    _positive("limits.max_pending_per_address", config.limits.max_pending_per_address)
     _positive("limits.rate_per_minute", config.limits.rate_per_minute)
     _positive("limits.rate_burst", config.limits.rate_burst)
     if config.server.drain_timeout < 0:

@@ -18,6 +18,7 @@ from proxy.app import create_app
 from proxy.closecodes import Close
 from proxy.config import Config, parse_listen
 from proxy.web.accesslog import RedactingAccessLogger
+from proxy.web.connections import GuardedAppRunner
 from proxy.web.keys import CONFIG, REGISTRY
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,9 @@ LISTEN_BACKLOG = 4096
 
 
 async def run_server(config: Config, app: web.Application | None = None) -> None:
-    runner = web.AppRunner(
+    runner = GuardedAppRunner(
         app or create_app(config),
+        config,
         access_log_class=RedactingAccessLogger,
         handle_signals=False,
         shutdown_timeout=10.0,
