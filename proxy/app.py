@@ -17,7 +17,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from proxy.closecodes import Close
-from proxy.config import Config, decode_key, decode_signing_keys, redis_url
+from proxy.config import Config, ConfigError, decode_key, decode_signing_keys, redis_url
 from proxy.consoles.cluster import REFRESH_EVERY, ClusterState, ClusterUnavailable
 from proxy.consoles.limits import RateLimiter
 from proxy.consoles.registry import ConsoleRegistry
@@ -33,7 +33,7 @@ from proxy.tickets.memory import MemoryTicketStore
 from proxy.tickets.redis_client import redis_client_from_url
 from proxy.tickets.redis_store import RedisTicketStore
 from proxy.tickets.signed import TicketSigner
-from proxy.tickets.static import StaticTokens
+from proxy.tickets.static import StaticTokens, load_plugin
 from proxy.tickets.store import TicketStore
 from proxy.web.forwarded import forwarded_middleware
 from proxy.web.keys import (
@@ -85,6 +85,12 @@ def create_app(config: Config) -> web.Application:
     handshakes = HandshakeSettings(
         config.limits.handshake_timeout, client_context(config.tls), config.tls.vnc_required
     )
+    if config.tickets.token_plugin:
+        # Checked here, before anything is called with token_source: a bad name is a ConfigError.
+        try:
+            load_plugin(config.tickets.token_plugin)
+        except ValueError as exc:
+            raise ConfigError("tickets.token_plugin", str(exc)) from None
     root = assets_dir(config)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(root / "templates"), autoescape=True)
     app.cleanup_ctx.append(functools.partial(console_services, handshakes=handshakes))

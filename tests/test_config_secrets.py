@@ -74,3 +74,44 @@ def test_unparsable_redis_url_is_a_config_error_without_the_password(url: str) -
     assert raised.value.key == "tickets.redis_url"
     assert "Redis URL" in str(raised.value)
     assert PASSWORD not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "words"),
+    [
+        ("os.system", "not a websockify token plugin"),
+        ("builtins.print", "not a websockify token plugin"),
+        ("no_such_module_here.Plugin", "cannot import"),
+        ("NoSuchPlugin", "no token plugin"),
+    ],
+)
+def test_token_plugin_must_be_a_plugin_class(
+    plugin: str, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proxy.app import create_app
+
+    marker = tmp_path / "ran"
+    config = load_config(
+        env={
+            "CONSOLE_PROXY_TICKETS_TOKEN_PLUGIN": plugin,
+            "CONSOLE_PROXY_TICKETS_TOKEN_SOURCE": f"touch {marker}",
+        }
+    )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        create_app(config)
+    assert raised.value.key == "tickets.token_plugin"
+    assert words in str(raised.value)
+    assert not marker.exists()
+
+
+def test_websockify_plugins_still_load(tmp_path: Path) -> None:
+    from proxy.app import create_app
+
+    (tmp_path / "tokens").write_text("abc: 127.0.0.1:5900\n")
+    for plugin in ("ReadOnlyTokenFile", "websockify.token_plugins.TokenFile"):
+        env = {
+            "CONSOLE_PROXY_TICKETS_TOKEN_PLUGIN": plugin,
+            "CONSOLE_PROXY_TICKETS_TOKEN_SOURCE": str(tmp_path / "tokens"),
+        }
+        create_app(load_config(env=env))
