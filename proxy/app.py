@@ -16,13 +16,14 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from proxy.closecodes import Close
-from proxy.config import Config, decode_key, decode_signing_keys, redis_url
+from proxy.config import Config, ConfigError, decode_key, decode_signing_keys, redis_url
 from proxy.consoles.cluster import REFRESH_EVERY, ClusterState, ClusterUnavailable
 from proxy.consoles.limits import RateLimiter
 from proxy.consoles.registry import ConsoleRegistry
 from proxy.consoles.service import ConsoleService, TicketPolicy
 from proxy.consoles.sessions import ConsoleSessions, SessionLimits
 from proxy.consoles.targets import TargetPolicy
+from proxy.observe import redaction
 from proxy.observe.audit import AuditLog
 from proxy.observe.metrics import Metrics
 from proxy.relay.handshakes import HandshakeSettings
@@ -31,7 +32,7 @@ from proxy.tickets.memory import MemoryTicketStore
 from proxy.tickets.redis_client import redis_client_from_url
 from proxy.tickets.redis_store import RedisTicketStore
 from proxy.tickets.signed import TicketSigner
-from proxy.tickets.static import StaticTokens
+from proxy.tickets.static import StaticTokens, load_plugin
 from proxy.tickets.store import TicketStore
 from proxy.web.forwarded import forwarded_middleware
 from proxy.web.keys import (
@@ -45,7 +46,12 @@ from proxy.web.keys import (
     SESSIONS,
     ZSTACK,
 )
-from proxy.web.middlewares import error_middleware, javascript_type, security_headers
+from proxy.web.middlewares import (
+    error_middleware,
+    javascript_type,
+    security_headers,
+    settle_request_body,
+)
 from proxy.web.routes import add_routes
 from proxy.zstack.client import ZStackClient
 
@@ -70,19 +76,28 @@ def create_app(config: Config) -> web.Application:
     # security headers also go on the JSON errors made below them.
     middlewares = [
         forwarded_middleware(config.server.trusted_proxies),
+        settle_request_body,
         security_headers,
         error_middleware,
     ]
+    # aiohttp's own log lines may quote a request line or WebSocket subprotocols: tickets.
+    redaction.install()
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[CONFIG] = config
     app[REGISTRY] = ConsoleRegistry()
     app[METRICS] = Metrics()
-    app[AUDIT] = AuditLog(config.audit.sink)
+    app[AUDIT] = audit_log(config)
     app[RATE_LIMITER] = RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst)
     # Built here, not at start-up, so a bad [tls] file stops create_app with a ConfigError.
     handshakes = HandshakeSettings(
         config.limits.handshake_timeout, client_context(config.tls), config.tls.vnc_required
     )
+    if config.tickets.token_plugin:
+        # Checked here, before anything is called with token_source: a bad name is a ConfigError.
+        try:
+            load_plugin(config.tickets.token_plugin)
+        except ValueError as exc:
+            raise ConfigError("tickets.token_plugin", str(exc)) from None
     root = assets_dir(config)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(root / "templates"), autoescape=True)
     app.cleanup_ctx.append(functools.partial(console_services, handshakes=handshakes))
@@ -119,6 +134,13 @@ async def console_services(
             async with cluster_tasks(app, cluster):
                 yield
         await app[CONSOLES].store.close()
+
+
+def audit_log(config: Config) -> AuditLog:
+    try:
+        return AuditLog(config.audit.sink)
+    except OSError as exc:
+        raise ConfigError("audit.sink", f"cannot open the audit file: {exc.strerror}") from None
 
 
 def console_service(

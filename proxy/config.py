@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ipaddress
 import json
 import logging
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 from proxy.consoles.targets import TargetPolicy
 
@@ -26,6 +28,30 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "CONSOLE_PROXY_"
 # [server] forwarded_headers: which family of headers trusted proxies set.
 FORWARDED_FAMILIES = ("x-forwarded", "forwarded")
+# Keys whose values are secrets: errors about them say what is wrong, never what the value was.
+SECRET_KEYS = frozenset(
+    {"tickets.signing_keys", "server.admin_token", "tickets.encrypt_key", "tickets.token_source"}
+)
+SECRET_SUFFIXES = ("_token", "_key", "_keys", "_password", "_secret")
+# The password (or whole userinfo) of a URL such as redis://user:password@host/0.
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^@/?#\s]*@")
+
+
+def is_secret(key: str) -> bool:
+    """Whether ``section.key`` holds a secret (signing and encryption keys, tokens)."""
+    return key in SECRET_KEYS or key.endswith(SECRET_SUFFIXES)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the user and password of every URL in it replaced by ``***``."""
+    return _URL_USERINFO.sub(r"\g<scheme>***@", text)
+
+
+def shown(key: str, value: Any) -> str:
+    """``value`` as an error message may show it: secrets hidden, URL passwords masked."""
+    if is_secret(key):
+        return f"a {type(value).__name__} (value hidden: {key} is a secret)"
+    return redact_url(repr(value))
 
 
 class ConfigError(ValueError):
@@ -111,6 +137,12 @@ class LimitsConfig:
     connect_timeout: float = 5.0
     handshake_timeout: float = 10.0
     max_frame_size: int = 4 * 1024 * 1024
+    # A connection must send a complete request head within this many seconds (also the
+    # longest an idle keep-alive connection stays open).
+    header_timeout: float = 10.0
+    # Connections per client address that have not sent their first request head yet
+    # (trusted_proxies are exempt: they carry everyone's connections).
+    max_pending_per_address: int = 64
 
 
 @dataclass(frozen=True)
@@ -239,7 +271,7 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     if hint is int or hint is float:
         return _coerce_number(key, hint, value)
     if not isinstance(value, str):
-        raise ConfigError(key, f"must be a string, got {value!r}")
+        raise ConfigError(key, f"must be a string, got {shown(key, value)}")
     return str(value)
 
 
@@ -254,7 +286,7 @@ def _coerce_list(key: str, item: Any, value: Any) -> tuple[Any, ...]:
         else:
             value = [part.strip() for part in text.split(",") if part.strip()]
     if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise ConfigError(key, f"must be a list, got {value!r}")
+        raise ConfigError(key, f"must be a list, got {shown(key, value)}")
     return tuple(_coerce(key, item, v) for v in value)
 
 
@@ -272,20 +304,20 @@ def _coerce_bool(key: str, value: Any) -> bool:
         "off",
     }:
         return value.lower() in {"1", "true", "yes", "on"}
-    raise ConfigError(key, f"must be true or false, got {value!r}")
+    raise ConfigError(key, f"must be true or false, got {shown(key, value)}")
 
 
 def _coerce_number(key: str, hint: type[Any], value: Any) -> Any:
     if isinstance(value, bool):
-        raise ConfigError(key, f"must be a number, got {value!r}")
+        raise ConfigError(key, f"must be a number, got {shown(key, value)}")
     try:
         number = float(value) if isinstance(value, str) else value
     except ValueError as exc:
-        raise ConfigError(key, f"must be a number, got {value!r}") from exc
+        raise ConfigError(key, f"must be a number, got {shown(key, value)}") from exc
     if not isinstance(number, int | float):
-        raise ConfigError(key, f"must be a number, got {value!r}")
+        raise ConfigError(key, f"must be a number, got {shown(key, value)}")
     if hint is int and isinstance(number, float) and not number.is_integer():
-        raise ConfigError(key, f"must be a whole number, got {value!r}")
+        raise ConfigError(key, f"must be a whole number, got {shown(key, value)}")
     return hint(number)
 
 
@@ -314,7 +346,9 @@ def validate(config: Config) -> None:
         for cidr in cidrs:
             _check_network(key, cidr)
     if not config.zstack.url.startswith(("http://", "https://")):
-        raise ConfigError("zstack.url", f"must be an http(s) URL, got {config.zstack.url!r}")
+        raise ConfigError(
+            "zstack.url", f"must be an http(s) URL, got {shown('zstack.url', config.zstack.url)}"
+        )
     _positive("zstack.timeout", config.zstack.timeout)
     _positive("tickets.ttl", config.tickets.ttl)
     _positive("tickets.max_tickets", config.tickets.max_tickets)
@@ -330,10 +364,17 @@ def validate(config: Config) -> None:
         )
     if config.tickets.token_plugin and not config.tickets.token_source:
         raise ConfigError("tickets.token_source", "token_plugin needs a token_source")
-    for name in ("idle_timeout", "max_session", "connect_timeout", "handshake_timeout"):
+    for name in (
+        "idle_timeout",
+        "max_session",
+        "connect_timeout",
+        "handshake_timeout",
+        "header_timeout",
+    ):
         _positive(f"limits.{name}", getattr(config.limits, name))
     _positive("limits.max_connections", config.limits.max_connections)
     _positive("limits.max_per_vm", config.limits.max_per_vm)
+    _positive("limits.max_pending_per_address", config.limits.max_pending_per_address)
     _positive("limits.rate_per_minute", config.limits.rate_per_minute)
     _positive("limits.rate_burst", config.limits.rate_burst)
     if config.server.tls_key_file and not config.server.tls_cert_file:
@@ -370,10 +411,12 @@ def _check_store(config: Config) -> None:
     if store != "memory" and not redis_url(config) and store != "redis":
         raise ConfigError(
             "tickets.store",
-            f"unsupported store {store!r} (use 'memory', 'redis' or a redis:// URL)",
+            f"unsupported store {shown('tickets.store', store)} "
+            "(use 'memory', 'redis' or a redis:// URL)",
         )
     if store == "redis" and not config.tickets.redis_url:
         raise ConfigError("tickets.redis_url", "store = 'redis' needs redis_url")
+    _check_redis_url("tickets.redis_url" if store == "redis" else "tickets.store", config)
     if config.tickets.encrypt_key:
         try:
             decode_key(config.tickets.encrypt_key)
@@ -391,6 +434,23 @@ def _check_store(config: Config) -> None:
         raise ConfigError("tls.ca_file", "client certificates and vnc_required need ca_file")
     if bool(tls.cert_file) != bool(tls.key_file):
         raise ConfigError("tls.key_file", "cert_file and key_file go together")
+
+
+def _check_redis_url(key: str, config: Config) -> None:
+    """A Redis URL redis-py cannot parse stops the start here, not with a traceback later."""
+    from redis.asyncio.connection import parse_url
+
+    url = redis_url(config)
+    try:
+        if url:
+            parse_url(url)
+    except (ValueError, TypeError) as exc:
+        # The parser's messages quote parts of the URL: keep only what cannot be the password.
+        problem = redact_url(str(exc))
+        with contextlib.suppress(ValueError):
+            if secret := urlsplit(url).password:
+                problem = problem.replace(secret, "***")
+        raise ConfigError(key, f"is not a Redis URL: {problem}") from None
 
 
 def decode_key(text: str) -> bytes:

@@ -19,6 +19,7 @@ from proxy.closecodes import Close
 from proxy.config import Config, parse_listen
 from proxy.relay.tuning import raise_open_files_limit
 from proxy.web.accesslog import RedactingAccessLogger
+from proxy.web.connections import GuardedAppRunner
 from proxy.web.https import ServerCertificate
 from proxy.web.keys import CONFIG, REGISTRY
 
@@ -30,8 +31,9 @@ LISTEN_BACKLOG = 4096
 async def run_server(config: Config, app: web.Application | None = None) -> None:
     raise_open_files_limit()
     certificate = ServerCertificate.from_config(config.server)
-    runner = web.AppRunner(
+    runner = GuardedAppRunner(
         app or create_app(config),
+        config,
         access_log_class=RedactingAccessLogger,
         handle_signals=False,
         shutdown_timeout=10.0,

@@ -157,3 +157,27 @@ async def test_serve_starts_beside_kubernetes_service_variables(
         timeout=30,
     )
     assert result.returncode == 2 and "limits.idle_timeout" in result.stderr
+
+
+async def test_missing_files_named_by_the_config_stop_the_start_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    cases = {
+        "tls.ca_file": {"CONSOLE_PROXY_TLS_CA_FILE": str(tmp_path / "no-ca.pem")},
+        "audit.sink": {"CONSOLE_PROXY_AUDIT_SINK": f"file:{tmp_path / 'no-dir' / 'audit.jsonl'}"},
+        "tickets.token_plugin": {
+            "CONSOLE_PROXY_TICKETS_TOKEN_PLUGIN": "no_such_module.Plugin",
+            "CONSOLE_PROXY_TICKETS_TOKEN_SOURCE": "x",
+        },
+    }
+    for key, env in cases.items():
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "proxy.cli", "serve", "--listen", f"127.0.0.1:{free_port()}"],
+            env={**ServeProcess(0, [], tmp_path).env, **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2, (key, result.stderr)
+        assert key in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -22,7 +22,14 @@ from proxy.consoles.targets import TargetPolicy
 from proxy.observe.metrics import Metrics
 from proxy.tickets.signed import TicketSigner, is_signed
 from proxy.tickets.static import StaticTokens
-from proxy.tickets.store import Ticket, TicketStore, TicketStoreFull, is_well_formed, new_token
+from proxy.tickets.store import (
+    Ticket,
+    TicketStore,
+    TicketStoreFull,
+    TicketStoreUnavailable,
+    is_well_formed,
+    new_token,
+)
 from proxy.zstack.client import Account, ConsoleAddress, ZStackClient, ZStackError
 
 log = logging.getLogger(__name__)
@@ -163,9 +170,20 @@ class ConsoleService:
         )
 
     async def redeem(self, token: str) -> Ticket | None:
-        """The ticket for ``token`` (one use of it), or None when it admits nothing."""
+        """The ticket for ``token`` (one use of it), or None when it admits nothing.
+
+        Raises StoreUnavailable when the store cannot answer, or is too full to count a use.
+        """
         if not is_well_formed(token):
             return None
+        try:
+            return await self._redeem(token)
+        except TicketStoreFull:
+            # A use that cannot be counted must not be admitted (single use), nor crash the
+            # handler: the caller answers as for an unreachable store (4503).
+            raise TicketStoreUnavailable("the ticket store is full") from None
+
+    async def _redeem(self, token: str) -> Ticket | None:
         if self.signer is not None and is_signed(token):
             return await self._redeem_signed(self.signer, token)
         ticket = await self.store.redeem(token)

@@ -107,11 +107,21 @@ class StaticTokens:
 
 
 def load_plugin(name: str) -> Any:
+    """The websockify token plugin class ``name`` (a short name or ``module.Class``).
+
+    Only a class with a ``lookup`` method is accepted: the value is called with the token
+    source at start-up, so a function such as ``os.system`` must never get here.
+    """
     module_name, _, class_name = name.rpartition(".")
-    module = importlib.import_module(module_name or "websockify.token_plugins")
+    try:
+        module = importlib.import_module(module_name or "websockify.token_plugins")
+    except ImportError as exc:
+        raise ValueError(f"cannot import the module of token plugin {name!r}: {exc}") from None
     plugin = getattr(module, class_name, None)
     if plugin is None:
         raise ValueError(f"no token plugin named {name!r}")
+    if not isinstance(plugin, type) or not callable(getattr(plugin, "lookup", None)):
+        raise ValueError(f"{name!r} is not a websockify token plugin class (one with lookup())")
     return plugin
 
 

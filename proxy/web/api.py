@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import hdrs, web
 
+from proxy import safejson
 from proxy.consoles.service import PROTOCOLS, normalize_vm_uuid
 from proxy.tickets.store import StoreUnavailable
 from proxy.web.errors import ApiError
@@ -31,8 +31,8 @@ def session_from(request: web.Request) -> str:
 
 async def json_body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = safejson.loads(await request.read())
+    except ValueError:  # malformed, not UTF-8, or nested deeper than any request needs
         raise ApiError(
             400, "REQUEST.INVALID_JSON", "The request body must be a JSON object."
         ) from None

@@ -9,7 +9,6 @@ in the ``Authorization`` header and is scrubbed from every text taken from an an
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import re
 import time
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+
+from proxy import safejson
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +201,8 @@ def _interpret(status: int, body: bytes, session_id: str) -> dict[str, Any]:
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
-        payload = json.loads(body)
-    except ValueError:
+        payload = safejson.loads(body)
+    except ValueError:  # malformed, not UTF-8, or nested deeper than any ZStack answer
         return None
     return payload if isinstance(payload, dict) else None
 

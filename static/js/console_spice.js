@@ -2,9 +2,11 @@
 // toolbar, status line and portal messages (console_common.js).
 //
 // spice-html5 opens one WebSocket per SPICE channel (main, then display, inputs, cursor, ... to
-// the main socket's URL), so the ticket goes in that URL's query string; one SPICE ticket admits
-// a few channel sockets for a short while. The page sends no password: the proxy puts the real
-// one into every channel's link.
+// the main socket's URL), always asking for the `binary` subprotocol. The page's WebSocket
+// wrapper (watchSockets) adds the ticket to each of them as a `token.<ticket>` subprotocol, as
+// the VNC page does, so the ticket is in no URL; one SPICE ticket admits a few channel sockets
+// for a short while. The page sends no password: the proxy puts the real one into every
+// channel's link.
 //
 // spice-html5 creates those sockets itself and reports only some failures (none for the other
 // channels), so the page watches every socket it opens: the first close that the page did not
@@ -52,9 +54,8 @@ page.start();
 function connect() {
     teardown();
     const url = new URL(websocketUrl());
-    url.searchParams.set('token', page.takeToken());
     session = { opened: false, closeEvent: null, error: '', agent: false, finished: false,
-                graceTimer: null, sockets: [] };
+                graceTimer: null, sockets: [], ticket: page.takeToken() };
     const current = session;
     page.setState('connecting', 'Connecting…');
     try {
@@ -72,13 +73,14 @@ function connect() {
     }
 }
 
-// Every socket spice-html5 opens is created through this subclass, so each channel's close code
-// reaches the page. Our listeners run before spice-html5's (they are added first).
+// Every socket spice-html5 opens is created through this subclass, so each channel carries the
+// ticket in its subprotocols (never in the URL) and its close code reaches the page. Our
+// listeners run before spice-html5's (they are added first).
 function watchSockets() {
     const NativeWebSocket = window.WebSocket;
     class ChannelSocket extends NativeWebSocket {
         constructor(url, protocols) {
-            super(url, protocols);
+            super(url, withTicket(protocols, session));
             const current = session;
             if (!current) return;
             const main = current.sockets.length === 0;
@@ -91,6 +93,12 @@ function watchSockets() {
         }
     }
     window.WebSocket = ChannelSocket;
+}
+
+// spice-html5 asks for 'binary' only; the proxy echoes that and reads the ticket from the rest.
+function withTicket(protocols, current) {
+    const list = protocols === undefined ? [] : [].concat(protocols);
+    return current && current.ticket ? [...list, 'token.' + current.ticket] : list;
 }
 
 function onSocketClose(current, event) {

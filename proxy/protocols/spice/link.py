@@ -283,7 +283,12 @@ class SpiceLinkProxy:
                     Side.BROWSER,
                 )
         assert self._public_key is not None
-        ticket = self._public_key.encrypt(self._plaintext, _OAEP)
+        try:
+            ticket = self._public_key.encrypt(self._plaintext, _OAEP)
+        except ValueError:
+            raise RemoteProtocolError(
+                "the SPICE server's public key cannot encrypt a ticket", Side.HOST
+            ) from None
         return TicketRewritten(bytes(buffer[:prefix]) + ticket), prefix + TICKET_SIZE
 
     def _server_result(self, buffer: bytearray) -> tuple[Event, int] | NeedData:
@@ -343,4 +348,8 @@ def _load_public_key(der: bytes) -> rsa.RSAPublicKey:
         ) from None
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size != TICKET_SIZE * 8:
         raise RemoteProtocolError("the SPICE server's key is not RSA-1024", Side.HOST)
+    # OpenSSL loads any integers, but encrypting under an even modulus or exponent fails.
+    numbers = key.public_numbers()
+    if numbers.n % 2 == 0 or numbers.e % 2 == 0 or numbers.e < 3:
+        raise RemoteProtocolError("the SPICE server's public key is not a valid RSA key", Side.HOST)
     return key
