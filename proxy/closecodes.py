@@ -29,6 +29,9 @@ class Close(enum.Enum):
     RATE_LIMITED = (4429, "too many requests from your address; try again in a minute")
     HOST_UNREACHABLE = (4502, "could not connect to the VM's console: host unreachable")
     HOST_TIMEOUT = (4504, "timed out connecting to the VM's console")
+    HANDSHAKE_TIMEOUT = (4504, "the VM's console did not finish its handshake in time")
+    # The host's TCP connection was reset mid-stream (hypervisor, network or VM went away).
+    HOST_RESET = (4502, "the connection to the VM's console was reset")
     AUTH_FAILED = (4511, "console password rejected by the hypervisor")
     HOST_PROTOCOL = (4512, "the VM's console spoke an unexpected protocol")
     PASSWORD_UNKNOWN = (4513, "the VM's console asks for a password that ZStack did not provide")
@@ -64,10 +67,10 @@ PAGE_MESSAGES: dict[int, str] = {
     4409: "The console reached its maximum session length and was closed.",
     4410: "An administrator closed this console.",
     4429: "Too many consoles are open right now. Try again later.",
-    4502: "Could not reach the VM's console: the host is unreachable.",
+    4502: "The connection to the VM's console failed.",
     4503: "The console proxy cannot check console links right now (its ticket store is "
     "unavailable). Try again shortly.",
-    4504: "Timed out connecting to the VM's console.",
+    4504: "The VM's console did not answer in time.",
     4511: "The hypervisor rejected the console password.",
     4512: "The VM's console answered with an unexpected protocol.",
     4513: "The VM's console asks for a password that ZStack did not provide.",

@@ -188,3 +188,31 @@ async def test_same_server_is_used_in_plaintext_when_tls_is_not_required(
     await stream.write(b"x")
     assert await stream.read_exactly(1, 5) == b"x"
     await ws.close()
+
+
+# --- 4504 with its own reason: a host that answers, then stalls mid-handshake ----------------
+
+
+async def test_a_host_that_stalls_mid_handshake_closes_4504_handshake_timeout(
+    stack: StartStack, tcp_target: StartTarget
+) -> None:
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"RFB 003.008\n")  # connected fine, then never offers security types
+        await writer.drain()
+        await linger(reader)
+
+    target = await tcp_target(stalls)
+    s = await stack({"protocol": "vnc", "vncPort": target.port}, limits={"handshake_timeout": 1})
+    assert await s.refusal(await s.token()) == Close.HANDSHAKE_TIMEOUT.value
+
+
+async def test_a_spice_password_too_long_for_a_ticket_is_refused_at_mint(
+    stack: StartStack, tcp_target: StartTarget
+) -> None:
+    target = await tcp_target(rfb_echo)
+    vm = {"protocol": "spice", "spicePort": target.port, "consolePassword": "p" * 86}
+    s = await stack(vm)
+    status, body = await s.mint()
+    assert status == 409 and body["error"]["code"] == "CONSOLE.PASSWORD_TOO_LONG"
+    assert "p" * 86 not in str(body)
+    assert target.connections == 0

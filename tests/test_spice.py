@@ -371,7 +371,7 @@ async def test_driver_link_error_from_server(driver_ws: Any) -> None:
     [
         (b"RFB 003.008\n", Close.HOST_PROTOCOL),  # a VNC server on the SPICE port
         (b"", Close.HOST_CLOSED),  # closes at once
-        (None, Close.HOST_TIMEOUT),  # says nothing
+        (None, Close.HANDSHAKE_TIMEOUT),  # says nothing
     ],
 )
 async def test_driver_host_failures(driver_ws: Any, reply: bytes | None, close: Close) -> None:

@@ -20,6 +20,7 @@ from proxy.consoles.errors import (
 )
 from proxy.consoles.targets import TargetPolicy
 from proxy.observe.metrics import Metrics
+from proxy.protocols.spice.link import MAX_TICKET_PLAINTEXT
 from proxy.tickets.signed import TicketSigner, is_signed
 from proxy.tickets.static import StaticTokens
 from proxy.tickets.store import (
@@ -117,6 +118,13 @@ class ConsoleService:
         password, account = await asyncio.gather(
             self._password(session_id, vm_uuid), self._account(session_id)
         )
+        if protocol == "spice" and password and len(password.encode()) + 1 > MAX_TICKET_PLAINTEXT:
+            # RSA-OAEP under SPICE's 1024-bit key carries at most 86 bytes with the NUL.
+            raise Unavailable(
+                "CONSOLE.PASSWORD_TOO_LONG",
+                "This VM's console password is longer than a SPICE ticket can carry "
+                f"(at most {MAX_TICKET_PLAINTEXT - 1} bytes); set a shorter one in ZStack.",
+            )
         ticket = self._ticket(vm_uuid, address.host, port, protocol, password, tls)
         ticket = replace(ticket, account_uuid=account.uuid, account_name=account.name)
         if self.signer is not None:

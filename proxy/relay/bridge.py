@@ -155,11 +155,13 @@ class Bridge:
                 stats.bytes_to_browser += len(data)
                 await ws.send_bytes(data)
                 data = await host.read()
+        except ConnectionResetError:
+            host.reset = True
         except ConnectionError:
             pass
-        self._host_done = Close.HOST_CLOSED
+        done = self._host_done = Close.HOST_RESET if host.reset else Close.HOST_CLOSED
         # Wakes the handler's receive() with CLOSING; close() itself sends our close frame.
-        await ws.close(code=Close.HOST_CLOSED.code, message=Close.HOST_CLOSED.reason.encode())
+        await ws.close(code=done.code, message=done.reason.encode())
 
 
 def _error_close(exc: object) -> Close:

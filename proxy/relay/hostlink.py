@@ -26,6 +26,7 @@ class HostLink(asyncio.Protocol):
         "_size",
         "_waiter",
         "_writing_paused",
+        "reset",
         "transport",
     )
 
@@ -39,6 +40,8 @@ class HostLink(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self.transport: asyncio.Transport | None = None
+        # The host reset the connection (rather than closing it in order).
+        self.reset = False
 
     @classmethod
     def adopt(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> HostLink:
@@ -80,6 +83,7 @@ class HostLink(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.reset = isinstance(exc, ConnectionResetError)
         self._eof = True
         self._wake()
         self.resume_writing()

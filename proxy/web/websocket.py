@@ -75,7 +75,8 @@ async def websockify(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         protocols=protocols,
         compress=False,  # console payloads are already compressed; deflate costs 30x throughput
-        max_msg_size=request.app[CONFIG].limits.max_frame_size,
+        # aiohttp refuses a message of max_msg_size bytes; ours may be max_frame_size long.
+        max_msg_size=request.app[CONFIG].limits.max_frame_size + 1,
         heartbeat=HEARTBEAT,
         timeout=5.0,
     )

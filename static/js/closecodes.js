@@ -27,9 +27,11 @@ export function closeMessage(code, reason, opened) {
     }
     const known = MESSAGES[code];
     if (known) {
-        // The proxy's own reason is more precise for the "generic" codes; ours reads better for
-        // the rest.
-        if ((code === 1000 || code === 1005) && reason) return 'Disconnected: ' + reason + '.';
+        // The proxy's own reason is more precise for the "generic" codes (and says whether a
+        // 4502 was unreachable or reset); ours reads better for the rest.
+        if ((code === 1000 || code === 1005 || code === 4502) && reason) {
+            return 'Disconnected: ' + reason + '.';
+        }
         return known;
     }
     if (reason) return 'Disconnected: ' + reason + ' (code ' + code + ').';

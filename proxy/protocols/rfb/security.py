@@ -74,7 +74,7 @@ async def secure_vnc(
         log.warning("VNC server wants a password and ZStack gave none for this VM")
         return Close.PASSWORD_UNKNOWN
     except HandshakeTimeout:
-        return Close.HOST_TIMEOUT
+        return Close.HANDSHAKE_TIMEOUT
     except RemoteProtocolError as exc:
         log.warning("VNC handshake with the host failed: %s", exc.reason)
         return Close.HOST_PROTOCOL

@@ -67,7 +67,7 @@ async def secure_spice(
             return await _relay(link, ws, reader, writer, bool(password))
     except TimeoutError:
         if link.waiting_for is Side.HOST:
-            return Close.HOST_TIMEOUT
+            return Close.HANDSHAKE_TIMEOUT
         return Close.PROTOCOL_ERROR
     except RemoteProtocolError as exc:
         log.warning("SPICE link failed: %s", exc.reason)
