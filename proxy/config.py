@@ -142,7 +142,7 @@ class LimitsConfig:
     header_timeout: float = 10.0
     # Connections per client address that have not sent their first request head yet
     # (trusted_proxies are exempt: they carry everyone's connections).
-    max_pending_per_address: int = 64
+    max_pending_per_address: int = 256
 
 
 @dataclass(frozen=True)

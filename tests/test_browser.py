@@ -206,7 +206,7 @@ async def test_view_only(start_stack: StartStack, demo_inventory: Inventory, new
     ("host", "code", "words"),
     [
         ("10.255.1.2", "4403", "not allowed to connect"),  # outside [targets] allow
-        ("127.0.0.1", "4502", "host is unreachable"),  # nothing listens there
+        ("127.0.0.1", "4502", "host unreachable"),  # nothing listens there: the proxy's reason
     ],
 )
 async def test_proxy_close_reasons_in_plain_words(

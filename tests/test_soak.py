@@ -62,6 +62,9 @@ async def test_soak_many_consoles_byte_exact(tcp_target: Any, tmp_path: Path) ->
         "CONSOLE_PROXY_LIMITS_MAX_CONNECTIONS": str(CONSOLES * 2),
         "CONSOLE_PROXY_LIMITS_RATE_PER_MINUTE": "1000000",
         "CONSOLE_PROXY_LIMITS_RATE_BURST": "100000",
+        # Every console dials at once from one address: more than a real client ever has
+        # waiting for its first request.
+        "CONSOLE_PROXY_LIMITS_MAX_PENDING_PER_ADDRESS": str(CONSOLES * 2),
         "CONSOLE_PROXY_AUDIT_SINK": "",
     }
     async with ProxyProcess("--token-file", str(tokens), env=env) as proxy:

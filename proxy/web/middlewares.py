@@ -36,6 +36,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return ApiError(exc.status, f"HTTP.{exc.status}", exc.reason).response()
+    except ConnectionError:
+        # The client went away (a browser closing mid-answer): nobody to answer, nothing wrong.
+        raise
     except Exception as exc:  # last resort: a JSON 500 (with security headers), one log line
         log.error(
             "unhandled %s in %s %s at %s", type(exc).__name__, request.method, request.path,
