@@ -164,14 +164,20 @@ class ConsoleSessions:
         self, console: LiveConsole, ticket: Ticket, streams: Streams, stats: BridgeStats
     ) -> Close:
         prelude = await handshake(
-            ticket.protocol, console.ws, streams, ticket.password, ticket.host, self.handshakes
+            ticket.protocol,
+            console.ws,
+            streams,
+            ticket.password,
+            ticket.host,
+            self.handshakes,
+            ticket.view_only,
         )
         if isinstance(prelude, Close):
             return prelude
         idle = self.limits.idle_timeout if prelude.carries_input else None
         host = HostLink.adopt(*streams)
         limits = BridgeLimits(idle, self.limits.max_session)
-        bridge = Bridge(console.ws, host, limits, prelude.is_input, stats)
+        bridge = Bridge(console.ws, host, limits, prelude.is_input, stats, prelude.transform)
         reason = await bridge.run(prelude.to_host, prelude.to_browser)
         if reason in (Close.IDLE, Close.SESSION_LIMIT):
             # The other channels of a SPICE console end with the one that timed out.

@@ -76,6 +76,7 @@ class TicketSigner:
             "u": ticket.uses,
             "s": ticket.tls,
             "a": [ticket.account_uuid, ticket.account_name],
+            "w": ticket.view_only,
             "x": self._seal(self._signing_key, ticket_id, ticket.password),
         }
         body = PREFIX + _b64(json.dumps(payload, separators=(",", ":")).encode())
@@ -112,6 +113,7 @@ class TicketSigner:
             tls=bool(payload["s"]),
             account_uuid=str(payload["a"][0]),
             account_name=str(payload["a"][1]),
+            view_only=payload.get("w") is True,
         )
 
     @staticmethod

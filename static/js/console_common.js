@@ -25,7 +25,7 @@ export function readFragment() {
     const found = {
         token: params.get('token') || '',
         scale: SCALES.includes(params.get('scale')) ? params.get('scale') : 'fit',
-        viewOnly: ['1', 'true', 'yes'].includes(params.get('view_only')),
+        viewOnly: ['1', 'true', 'yes'].includes(params.get('view_only') || params.get('view')),
     };
     // Out of the address bar means out of history, bookmarks and screenshots too.
     params.delete('token');
@@ -63,6 +63,7 @@ export class ConsolePage {
         this.autoReconnects = 0;
         this.idle = new IdleWatch(this);
         window.addEventListener('message', (event) => this.onPortalMessage(event));
+        if (this.options.viewOnly) showViewOnly();
     }
 
     /** Connect with the ticket from the URL, else ask the portal for one, else explain. */
@@ -285,6 +286,14 @@ export class IdleWatch {
         this.warning = false;
         if (this.page.ui.idleWarning) this.page.ui.idleWarning.hidden = true;
     }
+}
+
+/** A view-only console hides what would send keys, clicks or text (the proxy drops them anyway). */
+function showViewOnly() {
+    document.body.dataset.viewOnly = '1';
+    const badge = $('view-only-badge');
+    if (badge) badge.hidden = false;
+    for (const control of document.querySelectorAll('.input-control')) control.hidden = true;
 }
 
 export function tellPortal(message) {
