@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from proxy.closecodes import Close
 from proxy.config import Config, decode_key, decode_signing_keys, redis_url
+from proxy.config_operator import decode_cookie_key
 from proxy.consoles.cluster import REFRESH_EVERY, ClusterState, ClusterUnavailable
 from proxy.consoles.limits import RateLimiter
 from proxy.consoles.registry import ConsoleRegistry
@@ -41,14 +42,20 @@ from proxy.web.keys import (
     CONFIG,
     CONSOLES,
     METRICS,
+    OPERATOR_COOKIES,
+    OPERATOR_FAILURES,
     RATE_LIMITER,
     REGISTRY,
     SESSIONS,
     ZSTACK,
+    ZSTACK_LOGIN,
 )
 from proxy.web.middlewares import error_middleware, security_headers
+from proxy.web.operator import FAILURES_PER_MINUTE
+from proxy.web.operator_cookie import CookieSealer
 from proxy.web.routes import add_routes
 from proxy.zstack.client import ZStackClient
+from proxy.zstack.login import ZStackLogin
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +84,10 @@ def create_app(config: Config) -> web.Application:
     app[METRICS] = Metrics()
     app[AUDIT] = AuditLog(config.audit.sink)
     app[RATE_LIMITER] = RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst)
+    operators = config.operator
+    cookie_key = decode_cookie_key(operators.cookie_key) if operators.cookie_key else None
+    app[OPERATOR_COOKIES] = CookieSealer(cookie_key, operators.session_ttl)
+    app[OPERATOR_FAILURES] = RateLimiter(FAILURES_PER_MINUTE, FAILURES_PER_MINUTE)
     # Built here, not at start-up, so a bad [tls] file stops create_app with a ConfigError.
     handshakes = HandshakeSettings(
         config.limits.handshake_timeout, client_context(config.tls), config.tls.vnc_required
@@ -98,6 +109,7 @@ async def console_services(
     redis = redis_client(config)
     async with aiohttp.ClientSession() as http:
         app[ZSTACK] = ZStackClient(http, config.zstack.url, config.zstack.timeout)
+        app[ZSTACK_LOGIN] = ZStackLogin(http, config.zstack.url, config.zstack.timeout)
         app[CONSOLES] = console_service(config, app[ZSTACK], ticket_store(config, redis), app)
         cluster = ClusterState(redis, config.tickets.redis_prefix) if redis else None
         app[SESSIONS] = ConsoleSessions(

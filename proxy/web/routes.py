@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.web import admin, api, health, pages
+from proxy.web import admin, api, health, operator, pages
 from proxy.web.websocket import websockify
 
 
@@ -19,6 +19,10 @@ def add_routes(app: web.Application, base: str, assets: Path) -> None:
     app.router.add_get(f"{base}/readyz", health.readyz)
     app.router.add_get(f"{base}/metrics", health.metrics)
     app.router.add_post(f"{base}/api/v1/admin/vms/{{uuid}}/close-consoles", admin.revoke_vm)
+    app.router.add_get(f"{base}/operator", operator.operator_redirect)
+    app.router.add_get(f"{base}/operator/", operator.operator_home)
+    app.router.add_post(f"{base}/operator/login", operator.login)
+    app.router.add_post(f"{base}/operator/logout", operator.logout)
     novnc = assets / "static" / "node_modules" / "@novnc" / "novnc"
     if novnc.is_dir():
         app.router.add_static(f"{base}/static/novnc", novnc)
