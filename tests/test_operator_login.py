@@ -146,7 +146,10 @@ async def test_the_form_signs_an_operator_in_and_out(operators: Any) -> None:
         assert r.status == 303 and r.headers["Location"] == "./"
         assert f"{COOKIE}=" in r.headers["Set-Cookie"] and "Max-Age=0" in r.headers["Set-Cookie"]
     events = [(e["event"], e["operator"], e["client"]) for e in o.audit()]
-    assert events == [("operator.login", "admin", "127.0.0.1"), ("operator.logout", "admin", "127.0.0.1")]
+    assert events == [
+        ("operator.login", "admin", "127.0.0.1"),
+        ("operator.logout", "admin", "127.0.0.1"),
+    ]
 
 
 async def test_a_wrong_password_or_an_unlisted_account_gets_the_form_again(operators: Any) -> None:
