@@ -21,6 +21,8 @@ from proxy.config import Config, decode_key, decode_signing_keys, redis_url
 from proxy.config_operator import decode_cookie_key
 from proxy.consoles.cluster import REFRESH_EVERY, ClusterState, ClusterUnavailable
 from proxy.consoles.limits import RateLimiter
+from proxy.consoles.live import LiveDirectory, instance_name
+from proxy.consoles.live_tasks import live_tasks
 from proxy.consoles.registry import ConsoleRegistry
 from proxy.consoles.service import ConsoleService, TicketPolicy
 from proxy.consoles.sessions import ConsoleSessions, SessionLimits
@@ -41,6 +43,8 @@ from proxy.web.keys import (
     CLUSTER,
     CONFIG,
     CONSOLES,
+    INSTANCE,
+    LIVE,
     METRICS,
     OPERATOR_COOKIES,
     OPERATOR_FAILURES,
@@ -81,6 +85,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[CONFIG] = config
     app[REGISTRY] = ConsoleRegistry()
+    app[INSTANCE] = instance_name()
     app[METRICS] = Metrics()
     app[AUDIT] = AuditLog(config.audit.sink)
     app[RATE_LIMITER] = RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst)
@@ -122,10 +127,14 @@ async def console_services(
             app[AUDIT],
             cluster,
         )
-        if cluster is None:
+        if cluster is None or redis is None:
             yield
         else:
-            async with cluster_tasks(app, cluster):
+            app[LIVE] = live_directory(config, redis, cluster.instance_id)
+            async with (
+                cluster_tasks(app, cluster),
+                live_tasks(app[LIVE], app[REGISTRY], app[INSTANCE]),
+            ):
                 yield
         await app[CONSOLES].store.close()
 
@@ -192,6 +201,12 @@ async def cluster_tasks(app: web.Application, cluster: ClusterState) -> AsyncIte
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def live_directory(config: Config, redis: Redis, instance_id: str) -> LiveDirectory:
+    tickets = config.tickets
+    key = decode_key(tickets.encrypt_key) if tickets.encrypt_key else None
+    return LiveDirectory(redis, tickets.redis_prefix, instance_id, key, tickets.redis_timeout)
 
 
 def ticket_store(config: Config, redis: Redis | None) -> TicketStore:

@@ -102,6 +102,7 @@ class ConsoleSessions:
             return Close.TICKET_INVALID
         if ticket.uses > 1:
             console.group = hashlib.sha256(token.encode()).hexdigest()[:16]
+        console.ticket = ticket
         if not await self._claim_vm(console, ticket.vm_uuid or f"{ticket.host}:{ticket.port}"):
             self.metrics.rejected.labels("max_per_vm").inc()
             return Close.TOO_MANY_FOR_VM
@@ -141,7 +142,7 @@ class ConsoleSessions:
             ticket.account_name,
         )
         self.audit.opened(facts)
-        stats = BridgeStats()
+        stats = console.stats = BridgeStats()
         reason = Close.HOST_CLOSED
         try:
             reason = await self._pump(console, ticket, streams, stats)

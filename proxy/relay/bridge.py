@@ -39,8 +39,12 @@ class BridgeLimits:
 
 @dataclass(slots=True)
 class BridgeStats:
+    """Live counters of one console, read by the registry's listing while it runs."""
+
     bytes_to_host: int = 0
     bytes_to_browser: int = 0
+    # The event loop's time of the last user input (None: this socket carries no input).
+    last_input: float | None = None
 
 
 class Bridge:
@@ -97,6 +101,8 @@ class Bridge:
         """
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if self.limits.idle_timeout is not None:
+            self.stats.last_input = now
         self._session_ends = now + self.limits.max_session
         self._idle_ends = now + (self.limits.idle_timeout or self.limits.max_session)
         self._timer = loop.call_at(min(self._idle_ends, self._session_ends), self._check)
@@ -152,7 +158,8 @@ class Bridge:
                 else:
                     saw_input = self.is_input is None or self.is_input(data)
                 if idle is not None and saw_input:
-                    self._idle_ends = loop.time() + idle
+                    stats.last_input = now = loop.time()
+                    self._idle_ends = now + idle
                 if data:
                     stats.bytes_to_host += len(data)
                     host.write(data)

@@ -7,6 +7,7 @@ from aiohttp import web
 from proxy.config import Config
 from proxy.consoles.cluster import ClusterState
 from proxy.consoles.limits import RateLimiter
+from proxy.consoles.live import LiveDirectory
 from proxy.consoles.registry import ConsoleRegistry
 from proxy.consoles.service import ConsoleService
 from proxy.consoles.sessions import ConsoleSessions
@@ -29,3 +30,6 @@ OPERATOR_COOKIES = web.AppKey("operator_cookies", CookieSealer)
 # Failed operator sign-ins per address (5 a minute).
 OPERATOR_FAILURES = web.AppKey("operator_failures", RateLimiter)
 ZSTACK_LOGIN = web.AppKey("zstack_login", ZStackLogin)
+# How operators see this process, and (with Redis) every instance's live consoles.
+INSTANCE = web.AppKey("instance", str)
+LIVE = web.AppKey("live", LiveDirectory)
