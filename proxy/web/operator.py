@@ -36,9 +36,10 @@ async def operator_home(request: web.Request) -> web.StreamResponse:
     account = signed_in(request)
     if account is None:
         return login_form(request)
-    return aiohttp_jinja2.render_template(
+    response = aiohttp_jinja2.render_template(
         "operator.html", request, {"root": "../", "account": account}
     )
+    return own_origin_referrer(response)
 
 
 async def operator_redirect(request: web.Request) -> web.StreamResponse:
@@ -47,7 +48,18 @@ async def operator_redirect(request: web.Request) -> web.StreamResponse:
 
 def login_form(request: web.Request, problem: str = "", status: int = 200) -> web.Response:
     context: dict[str, Any] = {"root": "../", "problem": problem}
-    return aiohttp_jinja2.render_template("operator_login.html", request, context, status=status)
+    response = aiohttp_jinja2.render_template(
+        "operator_login.html", request, context, status=status
+    )
+    return own_origin_referrer(response)
+
+
+def own_origin_referrer(response: web.Response) -> web.Response:
+    # With no-referrer (the proxy's default) browsers send "Origin: null" on these pages' POSTs,
+    # which the Origin check must refuse; same-origin keeps the real Origin on our own requests.
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 async def login(request: web.Request) -> web.StreamResponse:

@@ -79,7 +79,10 @@ def require_operator(request: web.Request) -> Operator:
 
 def same_origin(request: web.Request) -> bool:
     """A state-changing request comes from our own pages (or allowed_origins), not another site."""
-    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+    site = request.headers.get("Sec-Fetch-Site")
+    if site == "same-origin":
+        return True
+    if site == "cross-site":
         return False
     return origin_allowed(request)
 

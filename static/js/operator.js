@@ -26,6 +26,7 @@ async function call(path, method = 'GET') {
     const response = await fetch(API + path, {
         method,
         credentials: 'same-origin',
+        referrerPolicy: 'same-origin',  // keeps the real Origin on POSTs (no-referrer sends null)
         headers: { Accept: 'application/json' },
     });
     let body = null;
