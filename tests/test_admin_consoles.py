@@ -303,3 +303,34 @@ async def _local(instance: Instance) -> list[dict[str, Any]]:
 def _only_id(rows: list[dict[str, Any]]) -> str:
     (row,) = rows
     return str(row["id"])
+
+
+async def peers(instance: Instance, token: str) -> tuple[int, Any]:
+    async with instance.http.post(
+        instance.url("/api/v1/consoles/peers"), json={"token": token}
+    ) as r:
+        return r.status, await r.json()
+
+
+async def test_a_console_learns_how_many_others_are_on_its_vm(
+    redis_server: RedisServer, instances: Start
+) -> None:
+    a, b = await instances(2, store=redis_server.url)
+    session = await portal_session(a.http, a)
+    first = (await a.mint(session))["token"]
+    ws_a, _ = await a.open(first)
+    assert await peers(a, first) == (200, {"others": 0})
+    second = (await b.mint(session))["token"]
+    ws_b, _ = await b.open(second)
+
+    async def one_other() -> bool:
+        return await peers(a, first) == (200, {"others": 1}) and await peers(b, second) == (
+            200,
+            {"others": 1},
+        )
+
+    await until(one_other)
+    assert (await peers(a, "never-minted"))[0] == 404
+    assert (await peers(a, "bad token!"))[0] == 400
+    await ws_b.close()
+    await ws_a.close()

@@ -116,6 +116,9 @@ async def test_sign_in_see_watch_and_close_a_console(
         await watch.keyboard.type("operator")
         await asyncio.sleep(1.0)
         assert await canvas_stats(user, KEYS_BOX) == keys_before
+        # The user's page tells within 2 s that someone else is on this VM now.
+        await user.locator("body[data-peers='1']").wait_for(timeout=2000)
+        assert await user.locator("#viewers").text_content() == "1 other person is on this VM"
         # Both consoles stay open side by side (shared), and the table shows the watcher too.
         await operator.locator(f"#consoles tr[data-vm='{DEMO_VNC}']").nth(1).wait_for()
         assert await close_code(user) is None and await close_code(watch) is None

@@ -37,7 +37,7 @@ from proxy.tickets.store import Ticket, TicketStoreFull
 
 log = logging.getLogger(__name__)
 
-PUBLISH_EVERY = 1.0
+PUBLISH_EVERY = 0.5
 LIVE_TTL = 5.0
 NONCE = 12
 
@@ -127,6 +127,7 @@ class LiveDirectory:
         self._aead = AESGCM(encrypt_key) if encrypt_key else None
         self._timeout = timeout
         self._instances = f"{prefix}live-instances"
+        self._cached: tuple[float, list[dict[str, Any]]] = (0.0, [])
         self._channel = f"{prefix}close-console"
 
     def _live(self, instance: str) -> str:
@@ -175,6 +176,14 @@ class LiveDirectory:
             for value in values:
                 with contextlib.suppress(ValueError, TypeError):
                     listed.append(dict(json.loads(value)))
+        return listed
+
+    async def others_cached(self, max_age: float = 0.5) -> list[dict[str, Any]]:
+        """:meth:`others`, read at most once per ``max_age`` (every console page polls it)."""
+        when, listed = self._cached
+        if time.monotonic() - when > max_age:
+            listed = await self.others()
+            self._cached = (time.monotonic(), listed)
         return listed
 
     async def target(self, console_id: str) -> Ticket | None:

@@ -1,5 +1,5 @@
 """The background work that keeps this instance in the cluster-wide console listing: publish
-every second, close consoles other instances were asked to close, leave on shutdown."""
+every half second, close consoles other instances were asked to close, leave on shutdown."""
 
 from __future__ import annotations
 

@@ -27,6 +27,8 @@ class LiveConsole:
     claimed: bool = False
     # Sockets of one console share a group (SPICE: one socket per channel, one ticket).
     group: str = ""
+    # A digest of the ticket's token: the console page names its console by it (viewer count).
+    token_key: str = ""
     # Once redeemed: what it reaches (kept here, never listed: it may hold a password).
     ticket: Ticket | None = None
     # Once bridged: its live byte counts and last input.
@@ -96,6 +98,9 @@ class ConsoleRegistry:
     def connected(self) -> list[LiveConsole]:
         """The sockets that redeemed a ticket (the listing's raw material)."""
         return [c for c in self._all if c.ticket is not None]
+
+    def by_token(self, token_key: str) -> LiveConsole | None:
+        return next((c for c in self.connected() if token_key and c.token_key == token_key), None)
 
     def find(self, console_id: str) -> LiveConsole | None:
         """A socket of the console listed as ``console_id`` (its group for SPICE)."""

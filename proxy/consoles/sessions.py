@@ -30,6 +30,11 @@ from proxy.tickets.store import StoreUnavailable, Ticket
 log = logging.getLogger(__name__)
 
 
+def token_key(token: str) -> str:
+    """What names a console without being its ticket: the SPICE group, the viewer count."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
     max_connections: int
@@ -100,8 +105,9 @@ class ConsoleSessions:
         if ticket is None:
             self.failures.allow(console.client_ip)
             return Close.TICKET_INVALID
+        console.token_key = token_key(token)
         if ticket.uses > 1:
-            console.group = hashlib.sha256(token.encode()).hexdigest()[:16]
+            console.group = console.token_key
         console.ticket = ticket
         if not await self._claim_vm(console, ticket.vm_uuid or f"{ticket.host}:{ticket.port}"):
             self.metrics.rejected.labels("max_per_vm").inc()

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.web import admin, admin_consoles, api, health, operator, pages
+from proxy.web import admin, admin_consoles, api, health, operator, pages, peers
 from proxy.web.websocket import websockify
 
 
 def add_routes(app: web.Application, base: str, assets: Path) -> None:
     app.router.add_post(f"{base}/api/v1/consoles", api.mint_console)
+    app.router.add_post(f"{base}/api/v1/consoles/peers", peers.peers)
     app.router.add_get(f"{base}/websockify", websockify)
     app.router.add_get(f"{base}/console/vnc", pages.vnc_page)
     app.router.add_get(f"{base}/console/spice", pages.spice_page)
