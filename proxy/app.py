@@ -17,8 +17,11 @@ from redis.asyncio import Redis
 
 from proxy.closecodes import Close
 from proxy.config import Config, ConfigError, decode_key, decode_signing_keys, redis_url
+from proxy.config_operator import decode_cookie_key
 from proxy.consoles.cluster import REFRESH_EVERY, ClusterState, ClusterUnavailable
 from proxy.consoles.limits import RateLimiter
+from proxy.consoles.live import LiveDirectory, instance_name
+from proxy.consoles.live_tasks import live_tasks
 from proxy.consoles.registry import ConsoleRegistry
 from proxy.consoles.service import ConsoleService, TicketPolicy
 from proxy.consoles.sessions import ConsoleSessions, SessionLimits
@@ -40,11 +43,16 @@ from proxy.web.keys import (
     CLUSTER,
     CONFIG,
     CONSOLES,
+    INSTANCE,
+    LIVE,
     METRICS,
+    OPERATOR_COOKIES,
+    OPERATOR_FAILURES,
     RATE_LIMITER,
     REGISTRY,
     SESSIONS,
     ZSTACK,
+    ZSTACK_LOGIN,
 )
 from proxy.web.middlewares import (
     error_middleware,
@@ -52,8 +60,11 @@ from proxy.web.middlewares import (
     security_headers,
     settle_request_body,
 )
+from proxy.web.operator import FAILURES_PER_MINUTE
+from proxy.web.operator_cookie import CookieSealer
 from proxy.web.routes import add_routes
 from proxy.zstack.client import ZStackClient
+from proxy.zstack.login import ZStackLogin
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +96,14 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[CONFIG] = config
     app[REGISTRY] = ConsoleRegistry()
+    app[INSTANCE] = instance_name()
     app[METRICS] = Metrics()
     app[AUDIT] = audit_log(config)
     app[RATE_LIMITER] = RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst)
+    operators = config.operator
+    cookie_key = decode_cookie_key(operators.cookie_key) if operators.cookie_key else None
+    app[OPERATOR_COOKIES] = CookieSealer(cookie_key, operators.session_ttl)
+    app[OPERATOR_FAILURES] = RateLimiter(FAILURES_PER_MINUTE, FAILURES_PER_MINUTE)
     # Built here, not at start-up, so a bad [tls] file stops create_app with a ConfigError.
     handshakes = HandshakeSettings(
         config.limits.handshake_timeout, client_context(config.tls), config.tls.vnc_required
@@ -116,6 +132,7 @@ async def console_services(
     redis = redis_client(config)
     async with aiohttp.ClientSession() as http:
         app[ZSTACK] = ZStackClient(http, config.zstack.url, config.zstack.timeout)
+        app[ZSTACK_LOGIN] = ZStackLogin(http, config.zstack.url, config.zstack.timeout)
         app[CONSOLES] = console_service(config, app[ZSTACK], ticket_store(config, redis), app)
         cluster = ClusterState(redis, config.tickets.redis_prefix) if redis else None
         app[SESSIONS] = ConsoleSessions(
@@ -128,10 +145,14 @@ async def console_services(
             app[AUDIT],
             cluster,
         )
-        if cluster is None:
+        if cluster is None or redis is None:
             yield
         else:
-            async with cluster_tasks(app, cluster):
+            app[LIVE] = live_directory(config, redis, cluster.instance_id)
+            async with (
+                cluster_tasks(app, cluster),
+                live_tasks(app[LIVE], app[REGISTRY], app[INSTANCE]),
+            ):
                 yield
         await app[CONSOLES].store.close()
 
@@ -205,6 +226,12 @@ async def cluster_tasks(app: web.Application, cluster: ClusterState) -> AsyncIte
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def live_directory(config: Config, redis: Redis, instance_id: str) -> LiveDirectory:
+    tickets = config.tickets
+    key = decode_key(tickets.encrypt_key) if tickets.encrypt_key else None
+    return LiveDirectory(redis, tickets.redis_prefix, instance_id, key, tickets.redis_timeout)
 
 
 def ticket_store(config: Config, redis: Redis | None) -> TicketStore:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
+from proxy.config_operator import OperatorConfig, OperatorConfigError, check_operator
 from proxy.consoles.targets import TargetPolicy
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    operator: OperatorConfig = field(default_factory=OperatorConfig)
 
 
 SECTIONS: dict[str, type[Any]] = get_type_hints(Config)
@@ -394,6 +396,9 @@ def validate(config: Config) -> None:
         raise ConfigError("limits.max_frame_size", "must be at least 4096 bytes")
     try:
         TargetPolicy.parse(config.targets.allow)
+        check_operator(config.operator)
+    except OperatorConfigError as exc:
+        raise ConfigError(exc.key, exc.problem) from exc
     except ValueError as exc:
         raise ConfigError("targets.allow", str(exc)) from exc
 

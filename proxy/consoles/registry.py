@@ -9,7 +9,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from proxy.closecodes import Close
+from proxy.relay.bridge import BridgeStats
 from proxy.relay.browser import BrowserSocket
+from proxy.tickets.store import Ticket
 
 
 @dataclass(eq=False, slots=True)
@@ -25,6 +27,12 @@ class LiveConsole:
     claimed: bool = False
     # Sockets of one console share a group (SPICE: one socket per channel, one ticket).
     group: str = ""
+    # A digest of the ticket's token: the console page names its console by it (viewer count).
+    token_key: str = ""
+    # Once redeemed: what it reaches (kept here, never listed: it may hold a password).
+    ticket: Ticket | None = None
+    # Once bridged: its live byte counts and last input.
+    stats: BridgeStats | None = None
 
     @property
     def counted_as(self) -> str:
@@ -84,6 +92,23 @@ class ConsoleRegistry:
     async def close_group(self, group: str, reason: Close) -> int:
         """Close the other sockets of a console (e.g. its SPICE channels) with ``reason``."""
         consoles = [c for c in self._all if group and c.group == group]
+        await asyncio.gather(*(c.interrupt(reason) for c in consoles))
+        return len(consoles)
+
+    def connected(self) -> list[LiveConsole]:
+        """The sockets that redeemed a ticket (the listing's raw material)."""
+        return [c for c in self._all if c.ticket is not None]
+
+    def by_token(self, token_key: str) -> LiveConsole | None:
+        return next((c for c in self.connected() if token_key and c.token_key == token_key), None)
+
+    def find(self, console_id: str) -> LiveConsole | None:
+        """A socket of the console listed as ``console_id`` (its group for SPICE)."""
+        return next((c for c in self.connected() if c.counted_as == console_id), None)
+
+    async def close_console(self, console_id: str, reason: Close) -> int:
+        """Close every socket of the console listed as ``console_id``; how many there were."""
+        consoles = [c for c in self._all if c.counted_as == console_id]
         await asyncio.gather(*(c.interrupt(reason) for c in consoles))
         return len(consoles)
 

@@ -107,7 +107,11 @@ class ConsoleService:
         self.signer = signer
 
     async def mint(
-        self, session_id: str, vm_uuid: str, protocol: str | None = None
+        self,
+        session_id: str,
+        vm_uuid: str,
+        protocol: str | None = None,
+        view_only: bool = False,
     ) -> tuple[str, Ticket]:
         with self.metrics.zstack_seconds.labels("console-addresses").time():
             address = await self.zstack.get_console_address(session_id, vm_uuid)
@@ -126,9 +130,22 @@ class ConsoleService:
                 f"(at most {MAX_TICKET_PLAINTEXT - 1} bytes); set a shorter one in ZStack.",
             )
         ticket = self._ticket(vm_uuid, address.host, port, protocol, password, tls)
-        ticket = replace(ticket, account_uuid=account.uuid, account_name=account.name)
+        ticket = replace(
+            ticket, account_uuid=account.uuid, account_name=account.name, view_only=view_only
+        )
+        return await self.issue(ticket), ticket
+
+    def watch_ticket(self, ticket: Ticket, account_name: str) -> Ticket:
+        """A fresh view-only ticket to the same console as ``ticket``, for an operator."""
+        fresh = self._ticket(
+            ticket.vm_uuid, ticket.host, ticket.port, ticket.protocol, ticket.password, ticket.tls
+        )
+        return replace(fresh, account_name=account_name, view_only=True)
+
+    async def issue(self, ticket: Ticket) -> str:
+        """Hand out a token for ``ticket``: signed, or stored under a new random token."""
         if self.signer is not None:
-            return self.signer.sign(ticket), ticket
+            return self.signer.sign(ticket)
         token = new_token()
         try:
             await self.store.put(token, ticket)
@@ -136,7 +153,7 @@ class ConsoleService:
             raise TicketsFull(
                 "TICKETS.FULL", "Too many unused console tickets; try again soon."
             ) from None
-        return token, ticket
+        return token
 
     async def _password(self, session_id: str, vm_uuid: str) -> str | None:
         with self.metrics.zstack_seconds.labels("console-passwords").time():

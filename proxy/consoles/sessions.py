@@ -30,6 +30,11 @@ from proxy.tickets.store import StoreUnavailable, Ticket
 log = logging.getLogger(__name__)
 
 
+def token_key(token: str) -> str:
+    """What names a console without being its ticket: the SPICE group, the viewer count."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
     max_connections: int
@@ -100,8 +105,10 @@ class ConsoleSessions:
         if ticket is None:
             self.failures.allow(console.client_ip)
             return Close.TICKET_INVALID
+        console.token_key = token_key(token)
         if ticket.uses > 1:
-            console.group = hashlib.sha256(token.encode()).hexdigest()[:16]
+            console.group = console.token_key
+        console.ticket = ticket
         if not await self._claim_vm(console, ticket.vm_uuid or f"{ticket.host}:{ticket.port}"):
             self.metrics.rejected.labels("max_per_vm").inc()
             return Close.TOO_MANY_FOR_VM
@@ -141,7 +148,7 @@ class ConsoleSessions:
             ticket.account_name,
         )
         self.audit.opened(facts)
-        stats = BridgeStats()
+        stats = console.stats = BridgeStats()
         reason = Close.HOST_CLOSED
         try:
             reason = await self._pump(console, ticket, streams, stats)
@@ -164,14 +171,20 @@ class ConsoleSessions:
         self, console: LiveConsole, ticket: Ticket, streams: Streams, stats: BridgeStats
     ) -> Close:
         prelude = await handshake(
-            ticket.protocol, console.ws, streams, ticket.password, ticket.host, self.handshakes
+            ticket.protocol,
+            console.ws,
+            streams,
+            ticket.password,
+            ticket.host,
+            self.handshakes,
+            ticket.view_only,
         )
         if isinstance(prelude, Close):
             return prelude
         idle = self.limits.idle_timeout if prelude.carries_input else None
         host = HostLink.adopt(*streams)
         limits = BridgeLimits(idle, self.limits.max_session)
-        bridge = Bridge(console.ws, host, limits, prelude.is_input, stats)
+        bridge = Bridge(console.ws, host, limits, prelude.is_input, stats, prelude.transform)
         reason = await bridge.run(prelude.to_host, prelude.to_browser)
         if reason in (Close.IDLE, Close.SESSION_LIMIT):
             # The other channels of a SPICE console end with the one that timed out.

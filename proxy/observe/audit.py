@@ -1,4 +1,5 @@
-"""One JSON line per console opened and closed, for whoever must answer "who saw what, when".
+"""One JSON line per console opened and closed, and per operator action (sign-in, sign-out,
+watch, close), for whoever must answer "who saw what, when".
 
 Never a token, a password or a ZStack session: the event is built from a fixed set of fields.
 """
@@ -59,6 +60,14 @@ class AuditLog:
                 "bytesToBrowser": bytes_to_browser,
                 "reason": reason,
             }
+        )
+
+    def operator(self, event: str, operator: str, client: str, **details: Any) -> None:
+        """What operators do: ``operator.login``, ``operator.login_failed``, ``operator.logout``,
+        ``operator.watch``, ``operator.close`` and ``operator.close_vm``; ``operator`` is the
+        account name (or "admin-token" for the bearer token). Never a password."""
+        self._write(
+            {"event": f"operator.{event}", "operator": operator, "client": client, **details}
         )
 
     def close(self) -> None:

@@ -1,10 +1,12 @@
 """The WebSocket <-> TCP pump between a browser and a VM's console port.
 
-Bytes pass unchanged both ways. Each direction holds a bounded amount of data: the host link
-pauses reading at a fixed limit (proxy.relay.hostlink), and ``WebSocketResponse.send_bytes`` waits
-for the browser's socket to drain, so a browser that stops reading makes the proxy stop reading
-the host. The other way, aiohttp pauses reading the browser when its message queue is full, and
-we wait for the host socket to drain before taking the next message.
+Bytes pass unchanged both ways, except what a ``transform`` (the RFB client-stream filter: the
+shared flag, view-only consoles) takes out of the browser's stream. Each direction holds a
+bounded amount of data: the host link pauses reading at a fixed limit (proxy.relay.hostlink),
+and ``WebSocketResponse.send_bytes`` waits for the browser's socket to drain, so a browser that
+stops reading makes the proxy stop reading the host. The other way, aiohttp pauses reading the
+browser when its message queue is full, and we wait for the host socket to drain before taking
+the next message.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from proxy.relay.hostlink import HostLink
 
 log = logging.getLogger(__name__)
 
+# Browser bytes -> (the bytes to send the host, whether they held user input).
+Transform = Callable[[bytes], tuple[bytes, bool]]
+
 
 @dataclass(frozen=True)
 class BridgeLimits:
@@ -34,8 +39,12 @@ class BridgeLimits:
 
 @dataclass(slots=True)
 class BridgeStats:
+    """Live counters of one console, read by the registry's listing while it runs."""
+
     bytes_to_host: int = 0
     bytes_to_browser: int = 0
+    # The event loop's time of the last user input (None: this socket carries no input).
+    last_input: float | None = None
 
 
 class Bridge:
@@ -56,6 +65,7 @@ class Bridge:
         "is_input",
         "limits",
         "stats",
+        "transform",
         "ws",
     )
 
@@ -66,6 +76,7 @@ class Bridge:
         limits: BridgeLimits,
         is_input: Callable[[bytes], bool] | None = None,
         stats: BridgeStats | None = None,
+        transform: Transform | None = None,
     ) -> None:
         self.ws = ws
         self.host = host
@@ -73,6 +84,9 @@ class Bridge:
         # Says whether browser bytes held user input; None counts every byte (raw consoles).
         self.is_input = is_input
         self.stats = stats or BridgeStats()
+        # Rewrites or drops browser bytes and says whether they held input (then is_input is
+        # not asked).
+        self.transform = transform
         self._host_done: Close | None = None
         self._ended: Close | None = None
         self._closer: asyncio.Task[bool] | None = None
@@ -87,11 +101,15 @@ class Bridge:
         """
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if self.limits.idle_timeout is not None:
+            self.stats.last_input = now
         self._session_ends = now + self.limits.max_session
         self._idle_ends = now + (self.limits.idle_timeout or self.limits.max_session)
         self._timer = loop.call_at(min(self._idle_ends, self._session_ends), self._check)
         downstream = asyncio.create_task(self._host_to_browser(to_browser))
         try:
+            if to_host and self.transform is not None:
+                to_host, _ = self.transform(to_host)
             if to_host:
                 self.host.write(to_host)
             reason = await self._browser_to_host()
@@ -135,11 +153,17 @@ class Bridge:
             msg = await ws.receive()
             if msg.type is WSMsgType.BINARY:
                 data = msg.data
-                if idle is not None and (self.is_input is None or self.is_input(data)):
-                    self._idle_ends = loop.time() + idle
-                stats.bytes_to_host += len(data)
-                host.write(data)
-                await host.drain()
+                if self.transform is not None:
+                    data, saw_input = self.transform(data)
+                else:
+                    saw_input = self.is_input is None or self.is_input(data)
+                if idle is not None and saw_input:
+                    stats.last_input = now = loop.time()
+                    self._idle_ends = now + idle
+                if data:
+                    stats.bytes_to_host += len(data)
+                    host.write(data)
+                    await host.drain()
             elif msg.type is WSMsgType.TEXT:
                 return Close.TEXT_FRAME
             elif msg.type is WSMsgType.ERROR:

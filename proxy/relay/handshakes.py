@@ -3,6 +3,10 @@
 VNC: the proxy answers the server's authentication with the console password and offers the
 browser None (:mod:`proxy.protocols.rfb.security`). SPICE: the proxy puts the password into each
 channel's link (:mod:`proxy.protocols.spice.driver`). Static (websockify) targets pass raw.
+
+View-only consoles: for VNC the bridge filters the browser's messages
+(:class:`~proxy.protocols.rfb.input.ClientStreamFilter`); for SPICE the inputs channel carries
+nothing to the host after its link.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.closecodes import Close
-from proxy.protocols.rfb.input import ClientMessageScanner
+from proxy.protocols.rfb.input import ClientStreamFilter
 from proxy.protocols.rfb.security import secure_vnc
 from proxy.protocols.spice.driver import secure_spice
 from proxy.protocols.spice.link import INPUTS
+from proxy.relay.bridge import Transform
 from proxy.relay.browser import BrowserSocket
 from proxy.relay.dial import Streams
 
@@ -30,6 +35,8 @@ class Prelude:
     is_input: Callable[[bytes], bool] | None = None
     # False for sockets that never carry input (SPICE display, cursor...): no idle timeout.
     carries_input: bool = True
+    # Rewrites or drops browser bytes (see Bridge); replaces is_input when set.
+    transform: Transform | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,7 @@ async def handshake(
     password: str | None,
     host: str,
     settings: HandshakeSettings,
+    view_only: bool = False,
 ) -> Prelude | Close:
     reader, writer = streams
     if protocol == "vnc":
@@ -63,15 +71,19 @@ async def handshake(
         if isinstance(done, Close):
             return done
         # The browser's stream starts with its one-byte ClientInit, then messages.
-        scanner = ClientMessageScanner(skip=1)
-        scanner.feed(done[0])
-        return Prelude(done[0], done[1], scanner.feed)
+        return Prelude(done[0], done[1], transform=ClientStreamFilter(view_only).feed)
     if protocol == "spice":
         linked = await secure_spice(browser, reader, writer, password, settings.timeout)
         if isinstance(linked, Close):
             return linked
         # Key and mouse events travel on the inputs channel only.
-        return Prelude(
-            linked.to_host, linked.to_browser, carries_input=linked.channel_type == INPUTS
-        )
+        inputs = linked.channel_type == INPUTS
+        if inputs and view_only:
+            return Prelude(b"", linked.to_browser, transform=_nothing_to_host)
+        return Prelude(linked.to_host, linked.to_browser, carries_input=inputs)
     return Prelude()
+
+
+def _nothing_to_host(data: bytes) -> tuple[bytes, bool]:
+    # A view-only SPICE inputs channel: the person's activity still counts against idling.
+    return b"", True

@@ -77,6 +77,7 @@ class TicketSigner:
             "u": ticket.uses,
             "s": ticket.tls,
             "a": [ticket.account_uuid, ticket.account_name],
+            "w": ticket.view_only,
             "x": self._seal(self._signing_key, ticket_id, ticket.password),
         }
         body = PREFIX + _b64(json.dumps(payload, separators=(",", ":")).encode())
@@ -132,6 +133,7 @@ class TicketSigner:
             tls=bool(payload["s"]),
             account_uuid=str(payload["a"][0]),
             account_name=str(payload["a"][1]),
+            view_only=payload.get("w") is True,
         )
 
     @staticmethod

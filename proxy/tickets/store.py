@@ -51,6 +51,8 @@ class Ticket:
     # The ZStack account that minted it (for the audit); empty for static tokens.
     account_uuid: str = ""
     account_name: str = ""
+    # The proxy forwards none of the browser's keyboard, mouse or clipboard input.
+    view_only: bool = False
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires_at

@@ -1,34 +1,27 @@
-"""Admin endpoints, behind ``Authorization: Bearer <[server] admin_token>``."""
+"""Admin endpoints, behind ``Authorization: Bearer <[server] admin_token>`` or an operator's
+session cookie (see :mod:`proxy.web.operator_session`)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from proxy.closecodes import Close
 from proxy.consoles.service import normalize_vm_uuid
 from proxy.tickets.store import StoreUnavailable
 from proxy.web.errors import ApiError
-from proxy.web.keys import CLUSTER, CONFIG, REGISTRY
+from proxy.web.keys import AUDIT, CLUSTER, REGISTRY
+from proxy.web.operator_session import require_operator
 
 log = logging.getLogger(__name__)
 
 
-def require_admin(request: web.Request) -> None:
-    expected = request.app[CONFIG].server.admin_token
-    scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-    if not expected:
-        raise ApiError(404, "ADMIN.DISABLED", "Admin endpoints are off (set server.admin_token).")
-    if scheme != "Bearer" or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(401, "ADMIN.UNAUTHORIZED", "Send 'Authorization: Bearer <admin token>'.")
-
-
 async def revoke_vm(request: web.Request) -> web.Response:
     """Close every live console of a VM (e.g. on migration or stop)."""
-    require_admin(request)
+    operator = require_operator(request)
     vm_uuid = normalize_vm_uuid(request.match_info["uuid"])
+    request.app[AUDIT].operator("close_vm", operator.account, request.remote or "", vm=vm_uuid)
     cluster = request.app.get(CLUSTER)
     listening = 0
     if cluster is not None:

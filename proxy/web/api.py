@@ -10,7 +10,7 @@ from aiohttp import hdrs, web
 
 from proxy import safejson
 from proxy.consoles.service import PROTOCOLS, normalize_vm_uuid
-from proxy.tickets.store import StoreUnavailable
+from proxy.tickets.store import StoreUnavailable, Ticket
 from proxy.web.errors import ApiError
 from proxy.web.keys import CONFIG, CONSOLES, METRICS, RATE_LIMITER
 from proxy.zstack.client import ZStackError
@@ -60,8 +60,11 @@ async def mint_console(request: web.Request) -> web.Response:
     protocol = body.get("protocol")
     if protocol is not None and protocol not in PROTOCOLS:
         raise ApiError(400, "REQUEST.INVALID_PROTOCOL", "protocol must be 'vnc' or 'spice'.")
+    view_only = body.get("viewOnly", False)
+    if not isinstance(view_only, bool):
+        raise ApiError(400, "REQUEST.INVALID_VIEW_ONLY", "viewOnly must be true or false.")
     try:
-        token, ticket = await request.app[CONSOLES].mint(session, vm_uuid, protocol)
+        token, ticket = await request.app[CONSOLES].mint(session, vm_uuid, protocol, view_only)
     except ZStackError as exc:
         request.app[METRICS].zstack_errors.labels(exc.code).inc()
         raise ApiError(exc.status, exc.code, exc.description, exc.details) from None
@@ -70,13 +73,20 @@ async def mint_console(request: web.Request) -> web.Response:
         raise ApiError(
             503, exc.code, "The proxy cannot store console tickets right now; try again shortly."
         ) from None
-    expires = datetime.fromtimestamp(ticket.expires_at, UTC).isoformat(timespec="seconds")
-    answer = {
-        "token": token,
-        "consoleUrl": f"{base_url(request)}/console/{ticket.protocol}#token={token}",
-        "protocol": ticket.protocol,
-        "expiresAt": expires.replace("+00:00", "Z"),
-    }
+    answer = ticket_answer(request, token, ticket)
     request.app[METRICS].mints.labels(ticket.protocol).inc()
     log.info("minted %s console for VM %s", ticket.protocol, vm_uuid)
     return web.json_response(answer, status=201)
+
+
+def ticket_answer(request: web.Request, token: str, ticket: Ticket) -> dict[str, Any]:
+    """The JSON a new ticket is handed out with (also for an operator's watch)."""
+    expires = datetime.fromtimestamp(ticket.expires_at, UTC).isoformat(timespec="seconds")
+    # The page learns view-only from the fragment (to hide its controls); the proxy enforces it.
+    view = "&view_only=1" if ticket.view_only else ""
+    return {
+        "token": token,
+        "consoleUrl": f"{base_url(request)}/console/{ticket.protocol}#token={token}{view}",
+        "protocol": ticket.protocol,
+        "expiresAt": expires.replace("+00:00", "Z"),
+    }

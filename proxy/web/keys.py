@@ -7,12 +7,15 @@ from aiohttp import web
 from proxy.config import Config
 from proxy.consoles.cluster import ClusterState
 from proxy.consoles.limits import RateLimiter
+from proxy.consoles.live import LiveDirectory
 from proxy.consoles.registry import ConsoleRegistry
 from proxy.consoles.service import ConsoleService
 from proxy.consoles.sessions import ConsoleSessions
 from proxy.observe.audit import AuditLog
 from proxy.observe.metrics import Metrics
+from proxy.web.operator_cookie import CookieSealer
 from proxy.zstack.client import ZStackClient
+from proxy.zstack.login import ZStackLogin
 
 CONFIG = web.AppKey("config", Config)
 ZSTACK = web.AppKey("zstack", ZStackClient)
@@ -23,3 +26,10 @@ METRICS = web.AppKey("metrics", Metrics)
 AUDIT = web.AppKey("audit", AuditLog)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 CLUSTER = web.AppKey("cluster", ClusterState)
+OPERATOR_COOKIES = web.AppKey("operator_cookies", CookieSealer)
+# Failed operator sign-ins per address (5 a minute).
+OPERATOR_FAILURES = web.AppKey("operator_failures", RateLimiter)
+ZSTACK_LOGIN = web.AppKey("zstack_login", ZStackLogin)
+# How operators see this process, and (with Redis) every instance's live consoles.
+INSTANCE = web.AppKey("instance", str)
+LIVE = web.AppKey("live", LiveDirectory)

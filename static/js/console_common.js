@@ -25,7 +25,7 @@ export function readFragment() {
     const found = {
         token: params.get('token') || '',
         scale: SCALES.includes(params.get('scale')) ? params.get('scale') : 'fit',
-        viewOnly: ['1', 'true', 'yes'].includes(params.get('view_only')),
+        viewOnly: ['1', 'true', 'yes'].includes(params.get('view_only') || params.get('view')),
     };
     // Out of the address bar means out of history, bookmarks and screenshots too.
     params.delete('token');
@@ -62,7 +62,9 @@ export class ConsolePage {
         this.awaitingTicket = false;
         this.autoReconnects = 0;
         this.idle = new IdleWatch(this);
+        this.peers = new PeerCount($('viewers'));
         window.addEventListener('message', (event) => this.onPortalMessage(event));
+        if (this.options.viewOnly) showViewOnly();
     }
 
     /** Connect with the ticket from the URL, else ask the portal for one, else explain. */
@@ -88,6 +90,8 @@ export class ConsolePage {
     takeToken() {
         const ticket = this.token;
         this.token = '';
+        // Spent once the socket opens; kept only to ask how many others are on this VM.
+        this.peers.ticket = ticket;
         return ticket;
     }
 
@@ -116,10 +120,12 @@ export class ConsolePage {
         this.autoReconnects = 0;
         this.setState('connected', this.connectedText());
         this.idle.start();
+        this.peers.start();
     }
 
     disconnected(code, text, reason = '') {
         this.idle.stop();
+        this.peers.stop();
         this.setState('disconnected', text, code, reason);
     }
 
@@ -284,6 +290,60 @@ export class IdleWatch {
     clearWarning() {
         this.warning = false;
         if (this.page.ui.idleWarning) this.page.ui.idleWarning.hidden = true;
+    }
+}
+
+/** A view-only console hides what would send keys, clicks or text (the proxy drops them anyway). */
+function showViewOnly() {
+    document.body.dataset.viewOnly = '1';
+    const badge = $('view-only-badge');
+    if (badge) badge.hidden = false;
+    for (const control of document.querySelectorAll('.input-control')) control.hidden = true;
+}
+
+/**
+ * How many other consoles show this VM (other people, operators watching), asked of the proxy
+ * every second with this console's spent ticket in a POST body (never in a URL).
+ */
+export class PeerCount {
+    constructor(element) {
+        this.element = element;
+        this.ticket = '';
+        this.timer = null;
+    }
+
+    start() {
+        this.stop();
+        if (!this.element || !this.ticket) return;
+        this.timer = setInterval(() => this.ask(), 1000);
+        this.ask();
+    }
+
+    stop() {
+        clearInterval(this.timer);
+        this.timer = null;
+        if (this.element) this.element.hidden = true;
+    }
+
+    async ask() {
+        const current = this.timer;
+        let others = 0;
+        try {
+            const reply = await fetch(new URL('../api/v1/consoles/peers', window.location.href), {
+                method: 'POST',
+                headers: { 'Content-Type': 'application/json' },
+                body: JSON.stringify({ token: this.ticket }),
+            });
+            if (!reply.ok) return;
+            others = (await reply.json()).others;
+        } catch (err) {
+            return;
+        }
+        if (current !== this.timer || !current) return;
+        const el = this.element;
+        el.textContent = others === 1 ? el.dataset.one : el.dataset.many.replace('{n}', String(others));
+        el.hidden = others < 1;
+        document.body.dataset.peers = String(others);
     }
 }
 

@@ -1,0 +1,50 @@
+"""The background work that keeps this instance in the cluster-wide console listing: publish
+every half second, close consoles other instances were asked to close, leave on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from proxy.closecodes import Close
+from proxy.consoles.cluster import ClusterUnavailable
+from proxy.consoles.live import PUBLISH_EVERY, LiveDirectory, summarize, targets
+from proxy.consoles.registry import ConsoleRegistry
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def live_tasks(
+    live: LiveDirectory, registry: ConsoleRegistry, instance: str
+) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+
+    async def publish() -> None:
+        failing = False
+        while True:
+            try:
+                await live.publish(summarize(registry, instance, loop.time()), targets(registry))
+                failing = False
+            except ClusterUnavailable as exc:
+                if not failing:
+                    log.warning("cannot publish the live consoles: %s", exc.reason)
+                failing = True
+            await asyncio.sleep(PUBLISH_EVERY)
+
+    async def close(console_id: str) -> int:
+        return await registry.close_console(console_id, Close.REVOKED)
+
+    tasks = [
+        asyncio.create_task(publish()),
+        asyncio.create_task(live.listen_for_closes(close)),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await live.withdraw()
