@@ -16,8 +16,14 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from proxy.closecodes import Close
-from proxy.config import Config, ConfigError, decode_key, decode_signing_keys, redis_url
-from proxy.config_operator import decode_cookie_key
+from proxy.config import (
+    Config,
+    ConfigError,
+    decode_cookie_key,
+    decode_key,
+    decode_signing_keys,
+    redis_url,
+)
 from proxy.consoles.cluster import REFRESH_EVERY, ClusterState, ClusterUnavailable
 from proxy.consoles.limits import RateLimiter
 from proxy.consoles.live import LiveDirectory, instance_name

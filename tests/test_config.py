@@ -52,10 +52,10 @@ def test_unknown_environment_variables_are_named_once_and_ignored(
         "CONSOLE_PROXY_ZSTACK_TIMOUT": "s3cret-value",
         "CONSOLE_PROXY_ZSTACK_TIMEOUT": "3",
     }
-    with caplog.at_level("WARNING", logger="proxy.config"):
+    with caplog.at_level("WARNING", logger="proxy.config.loading"):
         config = load_config(env=env)
     assert config.zstack.timeout == 3.0
-    [record] = [r for r in caplog.records if r.name == "proxy.config"]
+    [record] = [r for r in caplog.records if r.name == "proxy.config.loading"]
     for name in env:
         assert (name in record.getMessage()) is (name != "CONSOLE_PROXY_ZSTACK_TIMEOUT")
     assert "s3cret-value" not in caplog.text and "10.96.0.10" not in caplog.text

@@ -47,7 +47,7 @@ def relative(path: Path) -> str:
 
 def test_the_rules_see_every_folder() -> None:
     folders = {relative(p).split("/")[0] for p in modules() if "/" in relative(p)}
-    assert set(LOWER_FOLDERS) | {"web", "demo"} == folders
+    assert set(LOWER_FOLDERS) | {"web", "demo", "config"} == folders
 
 
 @pytest.mark.parametrize("folder", LOWER_FOLDERS)
@@ -75,8 +75,11 @@ def test_only_the_cli_imports_the_demo() -> None:
 
 
 def test_config_imports_no_ticket_backend_or_service() -> None:
-    names = imported(PACKAGE / "config.py")
-    assert not {n for n in names if n.startswith(("proxy.tickets", "proxy.consoles.service"))}
+    for path in (PACKAGE / "config").rglob("*.py"):
+        names = imported(path)
+        backends = {n for n in names if n.startswith(("proxy.tickets", "proxy.consoles.service"))}
+        assert not backends, f"{relative(path)} imports {sorted(backends)}"
+        assert not {n for n in names if n.startswith(("aiohttp", "proxy.web"))}, relative(path)
 
 
 def test_no_module_outside_demo_is_too_long() -> None:
