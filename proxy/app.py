@@ -24,6 +24,7 @@ from proxy.config import (
     decode_signing_keys,
     redis_url,
 )
+from proxy.consoles.background import running
 from proxy.consoles.cluster import REFRESH_EVERY, ClusterState, ClusterUnavailable
 from proxy.consoles.limits import RateLimiter
 from proxy.consoles.live import LiveDirectory, instance_name
@@ -222,16 +223,8 @@ async def cluster_tasks(app: web.Application, cluster: ClusterState) -> AsyncIte
     async def revoke(vm_uuid: str) -> int:
         return await registry.close_vm(vm_uuid, Close.REVOKED)
 
-    tasks = [
-        asyncio.create_task(cluster.listen_for_revocations(revoke)),
-        asyncio.create_task(refresh_leases()),
-    ]
-    try:
+    async with running(cluster.listen_for_revocations(revoke), refresh_leases()):
         yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def live_directory(config: Config, redis: Redis, instance_id: str) -> LiveDirectory:

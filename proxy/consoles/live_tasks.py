@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from proxy.closecodes import Close
+from proxy.consoles.background import running
 from proxy.consoles.cluster import ClusterUnavailable
 from proxy.consoles.live import PUBLISH_EVERY, LiveDirectory, summarize, targets
 from proxy.consoles.registry import ConsoleRegistry
@@ -37,14 +38,8 @@ async def live_tasks(
     async def close(console_id: str) -> int:
         return await registry.close_console(console_id, Close.REVOKED)
 
-    tasks = [
-        asyncio.create_task(publish()),
-        asyncio.create_task(live.listen_for_closes(close)),
-    ]
     try:
-        yield
+        async with running(publish(), live.listen_for_closes(close)):
+            yield
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await live.withdraw()
