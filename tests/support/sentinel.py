@@ -99,7 +99,7 @@ class SentinelCluster:
         self._wait(lambda: self._answers(self.data[0]), "the primary to answer")
         for node in self.data[1:]:
             self._spawn(node, self._data_args(node, primary=self.data[0]))
-        self._wait(lambda: self._connected_replicas(self.data[0]) == self.replicas, "replicas")
+        self._wait(self._replicas_acknowledge, "the replicas to acknowledge writes")
         self.watchers = [
             Node(free_port(), self.workdir / f"sentinel-{i}.log", password=SENTINEL_PASSWORD)
             for i in range(self.sentinels)
@@ -227,6 +227,15 @@ class SentinelCluster:
             and isinstance(value, dict)
             and value.get("state") == "online"
         )
+
+    def _replicas_acknowledge(self) -> bool:
+        # A replica is "online" a little before the primary streams writes to it (after a full
+        # sync, from its first acknowledgement on): WAIT tells when that has happened.
+        if self._connected_replicas(self.data[0]) < self.replicas:
+            return False
+        with self.data[0].client(0.5) as client:
+            client.set("replicas-acknowledge", "yes")
+            return int(client.wait(self.replicas, 100)) == self.replicas
 
     def _sentinels_see_everyone(self) -> bool:
         for node in self.watchers:
