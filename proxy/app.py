@@ -22,7 +22,9 @@ from proxy.config import (
     decode_cookie_key,
     decode_key,
     decode_signing_keys,
+    redis_sentinels,
     redis_url,
+    redis_wait_replicas,
 )
 from proxy.consoles.background import running
 from proxy.consoles.cluster import REFRESH_EVERY, ClusterState, ClusterUnavailable
@@ -39,7 +41,7 @@ from proxy.observe.metrics import Metrics
 from proxy.relay.handshakes import HandshakeSettings
 from proxy.relay.tls import client_context
 from proxy.tickets.memory import MemoryTicketStore
-from proxy.tickets.redis_client import redis_client_from_url
+from proxy.tickets.redis_client import redis_client_from_sentinels, redis_client_from_url
 from proxy.tickets.redis_store import RedisTicketStore
 from proxy.tickets.signed import TicketSigner
 from proxy.tickets.static import StaticTokens, load_plugin
@@ -141,7 +143,7 @@ async def console_services(
         app[ZSTACK] = ZStackClient(http, config.zstack.url, config.zstack.timeout)
         app[ZSTACK_LOGIN] = ZStackLogin(http, config.zstack.url, config.zstack.timeout)
         app[CONSOLES] = console_service(config, app[ZSTACK], ticket_store(config, redis), app)
-        cluster = ClusterState(redis, config.tickets.redis_prefix) if redis else None
+        cluster = cluster_state(config, redis) if redis else None
         app[SESSIONS] = ConsoleSessions(
             app[CONSOLES],
             app[REGISTRY],
@@ -204,8 +206,32 @@ def session_limits(config: Config) -> SessionLimits:
 
 
 def redis_client(config: Config) -> Redis | None:
+    tickets = config.tickets
+    if tickets.redis_sentinels:
+        return redis_client_from_sentinels(
+            redis_sentinels(config),
+            tickets.redis_service,
+            tickets.redis_timeout,
+            url=tickets.redis_url,
+            sentinel_password=tickets.redis_sentinel_password,
+        )
     url = redis_url(config)
-    return redis_client_from_url(url, config.tickets.redis_timeout) if url else None
+    return redis_client_from_url(url, tickets.redis_timeout) if url else None
+
+
+# With Sentinel, the revocation channel is subscribed again soon after a failover (seconds),
+# rather than after the longer waits that suit a Redis that is down.
+SENTINEL_RESUBSCRIBE_WITHIN = 1.0
+
+
+def cluster_state(config: Config, redis: Redis) -> ClusterState:
+    tickets = config.tickets
+    return ClusterState(
+        redis,
+        tickets.redis_prefix,
+        tickets.redis_timeout,
+        resubscribe_within=SENTINEL_RESUBSCRIBE_WITHIN if tickets.redis_sentinels else 10.0,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -242,6 +268,8 @@ def ticket_store(config: Config, redis: Redis | None) -> TicketStore:
         tickets.redis_prefix + "ticket:",
         timeout=tickets.redis_timeout,
         encrypt_key=decode_key(tickets.encrypt_key) if tickets.encrypt_key else None,
+        wait_replicas=redis_wait_replicas(config),
+        wait_timeout=tickets.redis_wait_timeout,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import os
 import re
 import subprocess
 import sys
@@ -21,7 +22,15 @@ import yaml
 from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
-from proxy.config import SECTIONS, ConfigError, LimitsConfig, ServerConfig, load_config
+from proxy.config import (
+    SECTIONS,
+    ConfigError,
+    LimitsConfig,
+    ServerConfig,
+    load_config,
+    redis_sentinels,
+    redis_wait_replicas,
+)
 from proxy.demo.simulator import Inventory, create_simulator_app
 from tests.conftest import echo, free_port, make_config, require_binary, write_token_file
 from tests.support.reverse_proxies import (
@@ -373,6 +382,7 @@ SAMPLES = {
     "CONSOLE_TARGETS": "10.0.0.0/16:5900-6999",
     "REDIS_PASSWORD": "redis-pw",
     "TICKET_ENCRYPT_KEY": base64.b64encode(bytes(32)).decode(),
+    "SENTINEL_PASSWORD": "sentinel-pw",
 }
 
 
@@ -500,3 +510,95 @@ def test_dockerfile() -> None:
             assert (REPO / item).exists(), f"COPY source {item} is not in the repository"
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text()
     assert "static/node_modules/" in ignore
+
+
+# --- the Redis Sentinel variants -------------------------------------------------------------
+
+SENTINEL_DIR = DEPLOY / "k8s" / "sentinel"
+
+
+@pytest.mark.parametrize("script", ["redis-start.sh", "sentinel-start.sh"])
+def test_sentinel_start_scripts_parse(script: str) -> None:
+    result = run([require_binary("sh", "dash"), "-n", str(SENTINEL_DIR / script)])
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_sentinel_file() -> None:
+    (compose,) = yaml_documents(DEPLOY / "compose.sentinel.yaml")
+    services = compose["services"]
+    data_nodes = sorted(name for name in services if name.startswith("redis-"))
+    sentinels = sorted(name for name in services if name.startswith("sentinel-"))
+    assert len(data_nodes) == 3 and len(sentinels) == 3
+    for name in data_nodes + sentinels:
+        service = services[name]
+        env = service["environment"]
+        assert env["NODE"] == name and env["FIRST_PRIMARY"] in data_nodes
+        assert env["SENTINELS"].split() == sentinels and env["DATA_NODES"].split() == data_nodes
+        for volume in service["volumes"]:
+            assert (DEPLOY / volume.split(":")[0]).is_file(), volume
+    for name in ("proxy1", "proxy2"):
+        proxy = services[name]
+        assert seconds(proxy["stop_grace_period"]) > drain_budget()
+        env = {key: interpolate(str(value)) for key, value in proxy["environment"].items()}
+        config = load_config(env=env)
+        tickets = config.tickets
+        assert tickets.store == "redis" and tickets.redis_service == env_of(services, "SERVICE")
+        assert [host for host, _ in redis_sentinels(config)] == sentinels
+        assert {port for _, port in redis_sentinels(config)} == {26379}
+        assert tickets.redis_url == f"redis://:{SAMPLES['REDIS_PASSWORD']}@console-proxy/0"
+        assert tickets.redis_sentinel_password == SAMPLES["SENTINEL_PASSWORD"]
+        # Losing one node leaves a primary with enough replicas to acknowledge ticket uses.
+        assert len(data_nodes) - 2 >= redis_wait_replicas(config) == 1
+    haproxy_ip = services["haproxy"]["networks"]["backend"]["ipv4_address"]
+    trusted = services["proxy1"]["environment"]["CONSOLE_PROXY_SERVER_TRUSTED_PROXIES"]
+    assert ipaddress.ip_address(haproxy_ip) in ipaddress.ip_network(trusted)
+
+
+def env_of(services: dict[str, Any], key: str) -> str:
+    (value,) = {str(s["environment"][key]) for n, s in services.items() if n.startswith("redis-")}
+    return value
+
+
+def test_kustomize_builds_the_sentinel_variant(tmp_path: Path) -> None:
+    kubectl = require_binary(
+        "kubectl", "kubectl", how="run scripts/system-deps.sh as root (it installs kubectl)"
+    )
+    # As a user would: an overlay of their own with the base and the component.
+    base = Path(os.path.relpath(DEPLOY / "k8s", tmp_path))
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{base}]\ncomponents: [{base / 'sentinel'}]\n"
+    )
+    result = run([kubectl, "kustomize", str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    built = {name_of(doc): doc for doc in yaml.safe_load_all(result.stdout) if doc}
+    redis = built["StatefulSet", "console-proxy-redis"]
+    headless = built["Service", redis["spec"]["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert redis["spec"]["replicas"] == 3
+
+    pod = redis["spec"]["template"]
+    proxy_selector = built["Service", "console-proxy"]["spec"]["selector"]
+    assert not proxy_selector.items() <= pod["metadata"]["labels"].items()
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    sentinel_port = containers["sentinel"]["ports"][0]["containerPort"]
+    # The generated ConfigMap's name ends in a hash of its contents.
+    (generated,) = [doc for key, doc in built.items() if key[1].startswith("console-proxy-redis-s")]
+    for name, text in generated["data"].items():
+        assert text == (SENTINEL_DIR / name).read_text(), name
+
+    (proxy,) = built["Deployment", "console-proxy"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value", f"secret:{e.get('valueFrom')}") for e in proxy["env"]}
+    toml = tomllib.loads(built["ConfigMap", "console-proxy"]["data"]["config.toml"])
+    # The Secret's values.
+    env["CONSOLE_PROXY_TICKETS_REDIS_URL"] = "redis://:pw@console-proxy/0"
+    env["CONSOLE_PROXY_TICKETS_ENCRYPT_KEY"] = SAMPLES["TICKET_ENCRYPT_KEY"]
+    config = load_config(
+        env={k: v for k, v in env.items() if k.startswith("CONSOLE_PROXY_")},
+        overrides={f"{s}.{k}": v for s, kv in toml.items() for k, v in kv.items()},
+    )
+    pods = [f"{redis['metadata']['name']}-{i}.{headless['metadata']['name']}" for i in range(3)]
+    assert redis_sentinels(config) == [(name, sentinel_port) for name in pods]
+    assert "secretKeyRef" in env["CONSOLE_PROXY_TICKETS_REDIS_SENTINEL_PASSWORD"]
+    node_env = {e["name"]: e.get("value", "") for e in containers["redis"]["env"]}
+    assert config.tickets.redis_service == node_env["SERVICE"]
+    assert node_env["SENTINELS"].split() == pods

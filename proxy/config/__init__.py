@@ -27,7 +27,13 @@ from proxy.config.sections import (
     TlsConfig,
     ZStackConfig,
 )
-from proxy.config.validation import parse_listen, redis_url, validate
+from proxy.config.validation import (
+    parse_listen,
+    redis_sentinels,
+    redis_url,
+    redis_wait_replicas,
+    validate,
+)
 
 __all__ = [
     "ENV_PREFIX",
@@ -52,7 +58,9 @@ __all__ = [
     "load_config",
     "parse_listen",
     "redact_url",
+    "redis_sentinels",
     "redis_url",
+    "redis_wait_replicas",
     "shown",
     "validate",
 ]

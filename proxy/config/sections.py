@@ -55,10 +55,20 @@ class TicketsConfig:
     token_plugin: str = ""
     token_source: str = ""
     max_tickets: int = 100_000
-    # "redis" (then redis_url) or a redis:// / rediss:// URL directly.
+    # "redis" (then redis_url or redis_sentinels) or a redis:// / rediss:// URL directly.
     redis_url: str = ""
     redis_timeout: float = 2.0
     redis_prefix: str = "console-proxy:"
+    # Redis Sentinel: "HOST:PORT" of each sentinel and the name they monitor; the primary they
+    # name is used, and followed over failovers. The data connections' password, database and
+    # TLS still come from redis_url (its host and port are then ignored).
+    redis_sentinels: tuple[str, ...] = ()
+    redis_service: str = ""
+    redis_sentinel_password: str = ""
+    # A ticket use counts only once this many replicas acknowledge it (WAIT), so a failover
+    # cannot bring a used ticket back; -1: 1 with redis_sentinels, else 0 (no waiting).
+    redis_wait_replicas: int = -1
+    redis_wait_timeout: float = 0.5
     # base64 of 32 bytes: console passwords are stored AES-GCM encrypted in Redis with it.
     encrypt_key: str = ""
     # Stateless signed tickets: base64 keys (32+ bytes); the first signs, all verify.

@@ -12,10 +12,7 @@ from proxy.config.errors import ConfigError
 from proxy.config.keys import decode_key, decode_signing_keys
 from proxy.config.operator import OperatorConfigError, check_operator
 from proxy.config.secrets import redact_url, shown
-from proxy.config.sections import (
-    FORWARDED_FAMILIES,
-    Config,
-)
+from proxy.config.sections import FORWARDED_FAMILIES, Config, TicketsConfig
 from proxy.consoles.targets import TargetPolicy
 
 
@@ -107,6 +104,58 @@ def redis_url(config: Config) -> str:
     return store if store.startswith(("redis://", "rediss://", "unix://")) else ""
 
 
+DEFAULT_SENTINEL_PORT = 26379
+
+
+def redis_sentinels(config: Config) -> list[tuple[str, int]]:
+    """``[tickets] redis_sentinels`` as (host, port) pairs; empty without Sentinel."""
+    return [_sentinel_address(entry) for entry in config.tickets.redis_sentinels]
+
+
+def redis_wait_replicas(config: Config) -> int:
+    """How many replicas must acknowledge a ticket use: the key, or its automatic default."""
+    wanted = config.tickets.redis_wait_replicas
+    if wanted >= 0:
+        return wanted
+    return 1 if config.tickets.redis_sentinels else 0
+
+
+def _sentinel_address(entry: str) -> tuple[str, int]:
+    host, sep, port = entry.strip().rpartition(":")
+    if not sep or host.endswith(":"):  # no port, or a bare IPv6 address
+        host, port = entry.strip(), str(DEFAULT_SENTINEL_PORT)
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(
+            "tickets.redis_sentinels", f"{entry!r} is not HOST:PORT (e.g. '10.0.0.5:26379')"
+        )
+    return host, int(port)
+
+
+def _check_sentinels(tickets: TicketsConfig) -> None:
+    if not tickets.redis_sentinels:
+        for key in ("redis_service", "redis_sentinel_password"):
+            if getattr(tickets, key):
+                raise ConfigError(f"tickets.{key}", "is used only with redis_sentinels")
+        return
+    if tickets.store != "redis":
+        raise ConfigError(
+            "tickets.redis_sentinels", f"needs store = 'redis', got store = {tickets.store!r}"
+        )
+    for entry in tickets.redis_sentinels:
+        _sentinel_address(entry)
+    if not tickets.redis_service:
+        raise ConfigError(
+            "tickets.redis_service", "redis_sentinels need the name they monitor, e.g. 'mymaster'"
+        )
+    if tickets.redis_url and not tickets.redis_url.startswith(("redis://", "rediss://")):
+        raise ConfigError(
+            "tickets.redis_url",
+            "with redis_sentinels it gives the password, database and TLS: use redis:// or"
+            " rediss:// (e.g. 'rediss://:password@mymaster/0'; its host is not used)",
+        )
+
+
 def _check_store(config: Config) -> None:
     store = config.tickets.store
     if store != "memory" and not redis_url(config) and store != "redis":
@@ -115,8 +164,18 @@ def _check_store(config: Config) -> None:
             f"unsupported store {shown('tickets.store', store)} "
             "(use 'memory', 'redis' or a redis:// URL)",
         )
-    if store == "redis" and not config.tickets.redis_url:
-        raise ConfigError("tickets.redis_url", "store = 'redis' needs redis_url")
+    _check_sentinels(config.tickets)
+    if store == "redis" and not config.tickets.redis_url and not config.tickets.redis_sentinels:
+        raise ConfigError("tickets.redis_url", "store = 'redis' needs redis_url or redis_sentinels")
+    if config.tickets.redis_wait_replicas < -1:
+        raise ConfigError("tickets.redis_wait_replicas", "must be 0 or more (or -1: automatic)")
+    _positive("tickets.redis_wait_timeout", config.tickets.redis_wait_timeout)
+    waits = redis_wait_replicas(config) > 0
+    if waits and config.tickets.redis_wait_timeout >= config.tickets.redis_timeout:
+        raise ConfigError(
+            "tickets.redis_wait_timeout",
+            f"must be shorter than redis_timeout ({config.tickets.redis_timeout:g} s)",
+        )
     _check_redis_url("tickets.redis_url" if store == "redis" else "tickets.store", config)
     if config.tickets.encrypt_key:
         try:

@@ -6,6 +6,10 @@ instance that died (SIGKILL, power loss) fall out after one lease. A Lua script 
 members and adds one only below the limit, atomically across instances.
 
 Revocation: a message on one channel; every instance closes its consoles of that VM.
+
+With Redis Sentinel the client follows the promoted primary (see
+:mod:`proxy.tickets.redis_client`); the subscription is made again on it, retried at most
+``resubscribe_within`` seconds apart, so a failover of a few seconds costs about that much.
 """
 
 from __future__ import annotations
@@ -51,10 +55,13 @@ class ClusterUnavailable(StoreUnavailable):
 
 
 class ClusterState:
-    def __init__(self, redis: Redis, prefix: str, timeout: float = 2.0) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str, timeout: float = 2.0, resubscribe_within: float = 10.0
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._timeout = timeout
+        self._resubscribe_within = resubscribe_within
         self.instance_id = secrets.token_hex(6)
         self._claim = redis.register_script(CLAIM_SCRIPT)
         self._channel = f"{prefix}revoke"
@@ -94,7 +101,7 @@ class ClusterState:
 
     async def listen_for_revocations(self, on_revoke: OnRevoke) -> None:
         """Run until cancelled; resubscribe with backoff whenever Redis goes away."""
-        backoff = _Backoff()
+        backoff = _Backoff(self._resubscribe_within)
         while True:
             try:
                 await self._listen(on_revoke, backoff)
@@ -134,15 +141,16 @@ class ClusterState:
 
 
 class _Backoff:
-    """Doubling waits between resubscriptions: 0.5 s, 1 s, 2 s, ... up to 10 s."""
+    """Doubling waits between resubscriptions: 0.5 s, 1 s, 2 s, ... up to ``last``."""
 
-    FIRST, LAST = 0.5, 10.0
+    FIRST = 0.5
 
-    def __init__(self) -> None:
+    def __init__(self, last: float = 10.0) -> None:
+        self._last = max(last, self.FIRST)
         self._next = self.FIRST
 
     def next(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self.LAST)
+        delay, self._next = self._next, min(self._next * 2, self._last)
         return delay
 
     def reset(self) -> None:

@@ -10,7 +10,7 @@ the key prefix::
 
     ACL SETUSER console-proxy on >secret ~console-proxy:* +set +get +del +incr +pexpire
         +evalsha +eval +script|load +ping +client|setname +publish +subscribe +zadd +zrem
-        +zcount +zremrangebyscore +expire
+        +zcount +zremrangebyscore +expire +wait +script|exists
 
 (plus ``+select`` for a database other than 0), turn off persistence or protect its files, and
 pass ``encrypt_key`` (16, 24 or 32 random bytes, the same on every instance) so that the
@@ -18,6 +18,12 @@ password is stored AES-GCM encrypted, bound to its token.
 
 When Redis cannot be reached every call raises :class:`TicketStoreUnavailable` within about
 ``timeout`` seconds (see :mod:`proxy.tickets.redis_client`).
+
+Failover (Redis Sentinel): replication is asynchronous, so a take acknowledged by the old
+primary alone could be undone by promoting a replica that never saw it, and the ticket would
+open a second console. With ``wait_replicas`` set, a take counts only once that many replicas
+have it (``WAIT`` on the same connection, right after the script); otherwise the redemption is
+refused as unavailable, and the ticket is spent: at most once, never twice.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ from typing import Any, TypeVar
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from proxy.tickets.redis_client import redis_call
-from proxy.tickets.store import Ticket, TicketStore
+from proxy.tickets.store import Ticket, TicketStore, TicketStoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +97,15 @@ class RedisTicketStore(TicketStore):
         *,
         timeout: float = 2.0,
         encrypt_key: bytes | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
         # An overall deadline per call: the client's retries and backoff stay inside it.
         self._timeout = timeout
+        self._wait_replicas = wait_replicas
+        self._wait_ms = max(1, int(wait_timeout * 1000))  # WAIT's 0 would mean forever
         self._aead = AESGCM(encrypt_key) if encrypt_key is not None else None
         self._take = redis.register_script(TAKE_SCRIPT)
         self._count = redis.register_script(COUNT_SCRIPT)
@@ -112,7 +123,7 @@ class RedisTicketStore(TicketStore):
 
     async def redeem(self, token: str) -> Ticket | None:
         now_ms = int(time.time() * 1000)
-        raw = await self._call("EVALSHA", self._take(keys=[self._prefix + token], args=[now_ms]))
+        raw = await self._replicated(self._take, [self._prefix + token], [now_ms])
         if raw is None:
             return None
         ticket = self._decode(token, raw)
@@ -123,7 +134,7 @@ class RedisTicketStore(TicketStore):
     async def count_use(self, ticket_id: str, ttl: float) -> int:
         key = f"{self._prefix}used:{ticket_id}"
         ttl_ms = max(1, int(ttl * 1000))
-        return int(await self._call("EVALSHA", self._count(keys=[key], args=[ttl_ms])))
+        return int(await self._replicated(self._count, [key], [ttl_ms]))
 
     async def check_reachable(self) -> None:
         """Raise TicketStoreUnavailable unless Redis answers PING (for /readyz)."""
@@ -134,6 +145,22 @@ class RedisTicketStore(TicketStore):
 
     async def _call(self, command: str, pending: Awaitable[T]) -> T:
         return await redis_call(command, pending, self._timeout)
+
+    async def _replicated(self, script: AsyncScript, keys: list[str], args: list[int]) -> Any:
+        """Run a use-taking script; with ``wait_replicas``, only once replicas acknowledge it."""
+        if not self._wait_replicas:
+            return await self._call("EVALSHA", script(keys=keys, args=args))
+        # One connection for both: WAIT waits for this connection's writes.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await script(keys=keys, args=args, client=pipe)
+            pipe.wait(self._wait_replicas, self._wait_ms)
+            result, acknowledged = await self._call("EVALSHA+WAIT", pipe.execute())
+        if result is not None and acknowledged < self._wait_replicas:
+            raise TicketStoreUnavailable(
+                f"Redis WAIT: {acknowledged} of {self._wait_replicas} replica(s) acknowledged"
+                f" a ticket use within {self._wait_ms} ms; refusing it"
+            )
+        return result
 
     def _encode(self, token: str, ticket: Ticket) -> dict[str, Any]:
         data = asdict(ticket)
