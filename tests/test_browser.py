@@ -206,9 +206,12 @@ async def test_scaling_modes(
     assert box is not None and (box["width"], box["height"]) == (800, 480)
 
     await page.select_option("#scale", "fit")
-    await page.wait_for_timeout(300)
-    box = await canvas.bounding_box()
-    assert box is not None and box["width"] > 800  # the 1024 px wide window leaves room to grow
+
+    async def grown() -> bool:  # the 1024 px wide window leaves room to grow
+        box = await canvas.bounding_box()
+        return box is not None and box["width"] > 800
+
+    await wait_until(grown, message="the canvas did not grow to fit the window")
 
 
 async def test_view_only(start_stack: StartStack, demo_inventory: Inventory, new_page: Any) -> None:
