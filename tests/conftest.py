@@ -6,13 +6,14 @@ import asyncio
 import os
 import shutil
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxy.config import Config, load_config
+from tests.support.fake_servers import ServerFailures
 
 # Shared fixtures that live with their helpers in tests/support/.
 pytest_plugins = ["tests.support.stack"]
@@ -51,14 +52,19 @@ def make_config(**sections: dict[str, Any]) -> Config:
 
 
 class TcpTarget:
-    """A loopback TCP server standing in for a console port; counts who dialled it."""
+    """A loopback TCP server standing in for a console port; counts who dialled it.
+
+    A handler's exception other than the peer going away fails the test at once, with the
+    handler's own message (see tests/support/fake_servers.py).
+    """
 
     def __init__(
         self,
         handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
         backlog: int = 4096,
+        failures: ServerFailures | None = None,
     ):
-        self._handler = handler
+        self._handler = (failures or ServerFailures()).guard(handler)
         # asyncio's default backlog of 100 overflows when hundreds of consoles dial at once:
         # the kernel drops the SYNs it can't queue and the proxy sees the host as gone.
         self._backlog = backlog
@@ -79,12 +85,7 @@ class TcpTarget:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        try:
-            await self._handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+        await self._handler(reader, writer)
 
     async def close(self) -> None:
         if self.server is not None:
@@ -92,12 +93,34 @@ class TcpTarget:
             await self.server.wait_closed()
 
 
+SERVER_FAILURES = pytest.StashKey[ServerFailures]()
+
+
 @pytest.fixture
-async def tcp_target() -> AsyncIterator[Callable[..., Any]]:
+def server_failures(request: pytest.FixtureRequest) -> Iterator[ServerFailures]:
+    """What this test's fake servers raised; the first one stops the test and is raised."""
+    failures = ServerFailures(request.function)
+    request.node.stash[SERVER_FAILURES] = failures
+    yield failures
+    failures.raise_first()  # one that came after the test's call, e.g. during teardown
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """A fake server's failure replaces the cancellation (or anything else) it caused."""
+    try:
+        return (yield)
+    finally:
+        if (failures := item.stash.get(SERVER_FAILURES, None)) is not None:
+            failures.raise_first()
+
+
+@pytest.fixture
+async def tcp_target(server_failures: ServerFailures) -> AsyncIterator[Callable[..., Any]]:
     started: list[TcpTarget] = []
 
     async def start(handler: Callable[..., Any]) -> TcpTarget:
-        target = await TcpTarget(handler).start()
+        target = await TcpTarget(handler, failures=server_failures).start()
         started.append(target)
         return target
 

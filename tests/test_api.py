@@ -21,6 +21,7 @@ from proxy.demo.simulator import SIMULATOR_CONTROL, Inventory, create_simulator_
 from proxy.web.accesslog import RedactingAccessLogger
 from proxy.web.keys import REGISTRY
 from tests.conftest import free_port, greet_as_browser, make_config, rfb_echo
+from tests.support.waiting import wait_until
 
 VM = "0123456789abcdef0123456789abcdef"
 STOPPED = "0123456789abcdef0123456789abcde0"
@@ -228,7 +229,7 @@ async def test_zstack_slower_than_timeout_is_504_in_time(stack: Any) -> None:
     started = time.monotonic()
     status, body = await s.mint(session, {"vmUuid": VM})
     assert status == 504 and body["error"]["code"] == "ZSTACK.TIMEOUT"
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.5  # before ZStack's answer; room for a loaded machine
 
 
 async def test_zstack_plain_text_500_is_502(stack: Any) -> None:
@@ -250,12 +251,9 @@ async def test_session_never_logged(stack: Any, caplog: pytest.LogCaptureFixture
     await stream.write(b"x")
     await stream.read_exactly(1, 5)
     await ws.close()
-    for _ in range(100):  # the access line is written when the server side has finished
-        text = "\n".join(record.getMessage() for record in caplog.records)
-        if "/websockify" in text:
-            break
-        await asyncio.sleep(0.05)
-    assert "/websockify" in text  # the access log did run
+    # The access line is written when the server side has finished: the access log did run.
+    await wait_until(lambda: "/websockify" in caplog.text)
+    text = "\n".join(record.getMessage() for record in caplog.records)
     assert session not in text and body["token"] not in text
 
 

@@ -15,6 +15,7 @@ from proxy.app import create_app
 from proxy.demo.portal import add_demo_routes
 from proxy.demo.run import DEFAULT_INVENTORY, start_vnc_servers
 from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
+from proxy.demo.vncserver import Rect, Scene
 from tests.browser_support import (
     VIEWPORT,
     ConsoleStack,
@@ -32,6 +33,7 @@ from tests.browser_support import (
 )
 from tests.conftest import free_port, make_config, write_token_file
 from tests.support.qemu import QemuVm
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -40,6 +42,8 @@ DEMO_VNC_PASSWORD = "d3ad0c0de0000000000000000000a002"
 QEMU_VM = "0e3a0c0de0000000000000000000b001"
 # Where the demo VNC server draws the keys typed so far (Scene.keys_box for an 800 px screen).
 KEYS_BOX = (16, 140, 768, 24)
+# The keysyms noVNC presses for Ctrl-Alt-Del: Control_L, Alt_L, Delete.
+CTRL_ALT_DEL = [0xFFE3, 0xFFE9, 0xFFFF]
 
 StartStack = Callable[..., Awaitable[tuple[ConsoleStack, Portal]]]
 
@@ -156,8 +160,20 @@ async def test_used_ticket_shows_why(
 
 
 async def test_clipboard_paste_and_ctrl_alt_del(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: Any
+    start_stack: StartStack,
+    demo_inventory: Inventory,
+    new_page: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The demo VNC server draws only printable keys: record every key press it receives.
+    pressed: list[int] = []
+    draw_key = Scene.key
+
+    def record_key(scene: Scene, keysym: int) -> list[Rect]:
+        pressed.append(keysym)
+        return draw_key(scene, keysym)
+
+    monkeypatch.setattr(Scene, "key", record_key)
     stack, _ = await start_stack(demo_inventory)
     page = await new_page()
     await open_console(page, (await stack.mint(DEMO_VNC))["consoleUrl"])
@@ -171,7 +187,9 @@ async def test_clipboard_paste_and_ctrl_alt_del(
     # The demo VNC server shows pasted text with the typed keys.
     await wait_changed(page, KEYS_BOX, before)
 
+    assert pressed == []
     await page.click("#btn-cad")
+    await wait_until(lambda: pressed == CTRL_ALT_DEL, message=lambda: f"the server got {pressed}")
     assert await page.evaluate("document.body.dataset.state") == "connected"
 
 
@@ -188,9 +206,12 @@ async def test_scaling_modes(
     assert box is not None and (box["width"], box["height"]) == (800, 480)
 
     await page.select_option("#scale", "fit")
-    await page.wait_for_timeout(300)
-    box = await canvas.bounding_box()
-    assert box is not None and box["width"] > 800  # the 1024 px wide window leaves room to grow
+
+    async def grown() -> bool:  # the 1024 px wide window leaves room to grow
+        box = await canvas.bounding_box()
+        return box is not None and box["width"] > 800
+
+    await wait_until(grown, message="the canvas did not grow to fit the window")
 
 
 async def test_view_only(start_stack: StartStack, demo_inventory: Inventory, new_page: Any) -> None:
@@ -381,6 +402,25 @@ async def test_qemu_console_draws(start_stack: StartStack, new_page: Any) -> Non
         stats = await wait_drawn(page)
         assert (stats.width, stats.height) == (720, 400)
         await page.screenshot(path=str(artifact("console-qemu.png")))
+
+
+@pytest.mark.qemu
+async def test_qemu_ctrl_alt_del_resets_the_guest(start_stack: StartStack, new_page: Any) -> None:
+    async with QemuVm() as vm:
+        stack, _ = await start_stack(qemu_inventory(vm.vnc_port), portal_vm=QEMU_VM)
+        page = await new_page()
+        await open_console(page, (await stack.mint(QEMU_VM))["consoleUrl"])
+        await wait_drawn(page)
+
+        async def resets() -> int:
+            await vm.qmp.query_vnc()  # QMP events come in with the answers
+            return sum(event["event"] == "RESET" for event in vm.qmp.events)
+
+        assert await resets() == 0
+        await page.click("#btn-cad")
+        # SeaBIOS (on its "No bootable device" screen) reboots on Ctrl-Alt-Del; QEMU reports it.
+        await wait_until(resets, message="no guest reset: Ctrl-Alt-Del did not reach the guest")
+        assert await page.evaluate("document.body.dataset.state") == "connected"
 
 
 @pytest.mark.qemu

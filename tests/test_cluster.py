@@ -34,6 +34,7 @@ from tests.support.services import (
     read_metric,
     start_round_robin,
 )
+from tests.support.waiting import wait_until
 
 VM = "0123456789abcdef0123456789abcdef"
 ADMIN_TOKEN = "cluster-admin-token-for-tests"
@@ -275,15 +276,16 @@ async def test_per_vm_limit_counts_consoles_on_every_instance(start_cluster: Sta
     await on_b.echo(b"still open")
 
     await on_a.close()
+
     # The instance releases its count just after the close handshake: allow it a moment.
-    deadline = time.monotonic() + 3
-    while True:
+    async def third_console() -> Console | None:
         try:
-            on_c = await cluster.console("C", await cluster.ticket("B"))
-            break
+            return await cluster.console("C", await cluster.ticket("B"))
         except RfbClosed as refused:
-            assert refused.code == 4429 and time.monotonic() < deadline, refused
-            await asyncio.sleep(0.05)
+            assert refused.code == 4429, refused
+            return None
+
+    on_c = await wait_until(third_console, message="A's count was never released")
     await on_c.echo(b"third console")
     await on_b.close()
     await on_c.close()
@@ -321,7 +323,7 @@ async def test_redis_restart(start_cluster: StartCluster, redis_server: RedisSer
         assert status == 503, body
         assert body["error"]["code"] == "TICKETS.UNAVAILABLE"
         assert "cannot store console tickets" in body["error"]["description"]
-        assert time.monotonic() - started < REDIS_TIMEOUT + 1.0
+        assert time.monotonic() - started < REDIS_TIMEOUT + 3  # not a hang; a loaded machine
         status, body = await cluster.get(where, "/readyz")
         assert (status, body["store"]) == (503, "TICKETS.UNAVAILABLE"), body
     assert await cluster.refusal("C", unused) == Close.STORE_UNAVAILABLE.value
@@ -336,7 +338,7 @@ async def test_redis_restart(start_cluster: StartCluster, redis_server: RedisSer
     await second.echo(b"after the restart")
     await console.echo(b"the old console survived it")
     # Revocation needs the instances' pub/sub subscriptions back.
-    await revoke_until_closed(cluster, console, within=10)
+    await revoke_until_closed(cluster, console, within=20)
     await second.close()
 
 
@@ -344,17 +346,20 @@ async def test_revocation_resumes_soon_after_each_redis_restart(
     start_cluster: StartCluster, redis_server: RedisServer
 ) -> None:
     # A long outage first, then a short one: the second must not inherit the first's backoff.
+    # Resubscribing waits 0.5 s, 1 s, 2 s, 4 s, ...: after the 7 s outage the next wait would be
+    # 8 s, while a fresh start waits 0.5 s (1.5 s after a second failure). The bound lies
+    # between, with room for a loaded machine.
     cluster = await start_cluster()
-    for outage in (3.0, 0.3):
+    for outage in (7.0, 0.3):
         console = await cluster.console("C", await ticket_when_redis_is_back(cluster, "A"))
         redis_server.stop()
         await asyncio.sleep(outage)
         redis_server.start()
-        took = await revoke_until_closed(cluster, console, within=10)
-    assert took < 2.5, f"revocations reached the other instances only {took:.1f} s after Redis"
+        took = await revoke_until_closed(cluster, console, within=20)
+    assert took < 5, f"revocations reached the other instances only {took:.1f} s after Redis"
 
 
-async def ticket_when_redis_is_back(cluster: Cluster, where: str, within: float = 10) -> str:
+async def ticket_when_redis_is_back(cluster: Cluster, where: str, within: float = 20) -> str:
     deadline = time.monotonic() + within
     while (answer := await cluster.mint(where))[0] != 201:
         assert time.monotonic() < deadline, f"{where} still fails: {answer}"
@@ -431,7 +436,7 @@ async def test_sigkilled_instance_leaves_the_others_serving(
             await held[0].echo(b"still here")
             await held[2].echo(b"still here")
 
-            fresh = [await console_through_balancer(cluster, 5) for _ in range(2 * len(INSTANCES))]
+            fresh = [await console_through_balancer(cluster, 20) for _ in range(2 * len(INSTANCES))]
             for console in fresh:
                 await console.echo(b"served by a survivor")
             active = await processes.active_consoles()

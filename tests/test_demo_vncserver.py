@@ -18,7 +18,7 @@ from proxy.demo.vncserver import (
 )
 from proxy.protocols.rfb.vncauth import vnc_auth_response
 
-TIMEOUT = 5.0
+TIMEOUT = 10.0
 WIDTH, HEIGHT = 640, 240
 NOVNC_FORMAT = PixelFormat(32, 24, False, True, 255, 255, 255, 0, 8, 16)
 RGB565_BE = PixelFormat(16, 16, True, True, 31, 63, 31, 11, 5, 0)
@@ -229,9 +229,8 @@ async def test_stalled_handshake_is_dropped(
     monkeypatch.setattr(vncserver, "HANDSHAKE_TIMEOUT", 0.3)
     client = await RfbClient.open(server.port)
     client.writer.write(b"RFB 003.0")
-    started = time.monotonic()
+    # Within TIMEOUT (room for a loaded machine), so not after the default 30 s.
     assert await closed_by_server(client)
-    assert time.monotonic() - started < 2
     await client.close()
 
 
@@ -404,9 +403,13 @@ async def test_close_closes_every_client() -> None:
 async def test_an_idle_client_costs_little_cpu(client: RfbClient) -> None:
     client.request(False)
     await client.update()
-    started_cpu, started = time.process_time(), time.monotonic()
-    while time.monotonic() - started < 3:  # a viewer asks again after every update
-        client.request(True)
-        await client.update()
-    share = (time.process_time() - started_cpu) / (time.monotonic() - started)
-    assert share < 0.05  # the test client's own work is counted too
+    shares = []
+    # The quietest of three seconds: a busy loop or a needless full update costs CPU in every
+    # one, a garbage collection or a busy neighbour on a loaded machine only in some.
+    for _ in range(3):
+        started_cpu, started = time.process_time(), time.monotonic()
+        while time.monotonic() - started < 1:  # a viewer asks again after every update
+            client.request(True)
+            await client.update()
+        shares.append((time.process_time() - started_cpu) / (time.monotonic() - started))
+    assert min(shares) < 0.05, shares  # the test client's own work is counted too

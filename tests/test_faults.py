@@ -23,6 +23,7 @@ from proxy.closecodes import Close
 from proxy.relay.dial import dial
 from proxy.web.keys import REGISTRY
 from tests.conftest import echo, make_config, write_token_file
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ async def test_browser_vanishing_without_close_frees_the_host(started: Any) -> N
             pass
         host_saw_eof.set()
 
-    server, _ = await started(watch)
+    server, target = await started(watch)
     reader, writer = await asyncio.open_connection(server.host, server.port)
     writer.write(
         b"GET /websockify?token=vm HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
@@ -75,20 +76,16 @@ async def test_browser_vanishing_without_close_frees_the_host(started: Any) -> N
         b"Sec-WebSocket-Version: 13\r\n\r\n"
     )
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: target.connections == 1)  # the proxy dialled the host
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()  # RST: no close frame, no FIN
-    await asyncio.wait_for(host_saw_eof.wait(), 5)
+    await asyncio.wait_for(host_saw_eof.wait(), 30)
     await wait_for_no_consoles(server)
 
 
 async def wait_for_no_consoles(server: Any) -> None:
-    for _ in range(100):
-        if len(server.app[REGISTRY]) == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("a console stayed registered")
+    await wait_until(lambda: len(server.app[REGISTRY]) == 0, message="a console stayed registered")
 
 
 def open_fds() -> int:
@@ -109,7 +106,7 @@ async def test_10000_open_close_cycles_leak_no_fds_or_tasks(started: Any) -> Non
 
         for _ in range(200):  # warm up pools and caches before the baseline
             await cycle()
-        await asyncio.sleep(0.2)
+        await wait_for_no_consoles(server)
         gc.collect()
         fds, tasks = open_fds(), len(asyncio.all_tasks())
         started_at = time.monotonic()
@@ -117,10 +114,18 @@ async def test_10000_open_close_cycles_leak_no_fds_or_tasks(started: Any) -> Non
             await asyncio.gather(*(cycle() for _ in range(100)))
         print(f"\n10,000 cycles in {time.monotonic() - started_at:.1f} s")
         await wait_for_no_consoles(server)
-        await asyncio.sleep(0.5)
-        gc.collect()
-        assert open_fds() <= fds + 5, f"fds {fds} -> {open_fds()}"
-        assert len(asyncio.all_tasks()) <= tasks + 5
+
+        def settled() -> bool:  # the last sockets and tasks end just after their consoles
+            gc.collect()
+            return open_fds() <= fds + 5 and len(asyncio.all_tasks()) <= tasks + 5
+
+        await wait_until(
+            settled,
+            interval=0.2,
+            message=lambda: (
+                f"fds {fds} -> {open_fds()}, tasks {tasks} -> {len(asyncio.all_tasks())}"
+            ),
+        )
     assert target.connections == 10_200
 
 

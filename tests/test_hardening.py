@@ -19,6 +19,7 @@ from proxy.app import create_app
 from proxy.demo.simulator import Inventory, create_simulator_app
 from tests.conftest import greet_as_browser, make_config, rfb_echo
 from tests.support.rfb_client import RfbClosed
+from tests.support.waiting import wait_until
 
 VM = "0123456789abcdef0123456789abcdef"
 FBUR = bytes([3, 1]) + struct.pack("!HHHH", 0, 0, 100, 100)
@@ -121,12 +122,12 @@ async def test_metrics_follow_consoles(proxy: Any) -> None:
     assert 'console_proxy_tickets_redeemed_total{result="ok"} 1.0' in text
     assert "console_proxy_zstack_request_seconds_count" in text
     await ws.close()
-    for _ in range(50):
+
+    async def closed_metrics() -> str | None:
         text = await p.metrics()
-        if sample(text, "console_proxy_consoles_active") == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert sample(text, "console_proxy_consoles_active") == 0
+        return text if sample(text, "console_proxy_consoles_active") == 0 else None
+
+    text = await wait_until(closed_metrics, message="the console stayed active")
     assert 'console_proxy_consoles_closed_total{reason="browser_closed"} 1.0' in text
     assert 'console_proxy_bytes_total{direction="to_host"}' in text
     assert "console_proxy_connect_seconds_bucket" in text
@@ -149,10 +150,7 @@ async def test_audit_events_to_a_file_hold_no_secrets(proxy: Any, tmp_path: Path
     await stream.write(b"abc")
     await stream.read_exactly(3, 5)
     await ws.close()
-    for _ in range(50):
-        if sink.exists() and len(sink.read_text().splitlines()) == 2:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: sink.exists() and len(sink.read_text().splitlines()) == 2)
     opened, closed = (json.loads(line) for line in sink.read_text().splitlines())
     assert opened["event"] == "console.open" and closed["event"] == "console.close"
     assert closed["vm"] == VM and closed["target"] == f"127.0.0.1:{p.target.port}"
@@ -182,8 +180,15 @@ async def test_per_vm_limit(proxy: Any) -> None:
     assert msg.type is WSMsgType.CLOSE and msg.data == 4429 and "this VM" in msg.extra
     await second.close()
     await first.close()
-    await asyncio.sleep(0.1)
-    again, _ = await p.console()
+
+    async def console_once_the_slot_is_free() -> Any:
+        try:
+            return (await p.console())[0]
+        except RfbClosed as refused:  # the proxy frees the slot just after the close
+            assert refused.code == 4429, refused
+            return None
+
+    again = await wait_until(console_once_the_slot_is_free, message="the slot stayed taken")
     await again.close()
 
 
@@ -228,7 +233,7 @@ async def test_forwarded_headers_only_from_trusted_proxies(proxy: Any, tmp_path:
     )
     await greet_as_browser(ws)
     await ws.close()
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: sink.exists() and sink.read_text())
     assert json.loads(sink.read_text().splitlines()[0])["client"] == "203.0.113.9"
 
     untrusting = await proxy()
@@ -237,23 +242,32 @@ async def test_forwarded_headers_only_from_trusted_proxies(proxy: Any, tmp_path:
 
 
 async def test_idle_means_no_input_not_no_bytes(proxy: Any) -> None:
-    p = await proxy(limits={"idle_timeout": 1.0})
+    idle = 1.0
+    p = await proxy(limits={"idle_timeout": idle})
     ws, stream = await p.console()
     await stream.write(bytes([1]))  # ClientInit
     await stream.read_exactly(1, 5)
     started = time.monotonic()
-    closed_at = None
-    while time.monotonic() - started < 4:
-        # Update requests all the time, a key press only at first: idle must still come.
-        message = KEY if time.monotonic() - started < 0.5 else FBUR
+    last_key = closed_at = None
+    while time.monotonic() - started < 30:
+        # Update requests all the time, key presses for the first half second only (the last
+        # one at least 0.5 s in, however slow the machine): idle must still come, counted
+        # from the last key.
+        now = time.monotonic()
+        message = KEY if last_key is None or last_key - started < 0.5 else FBUR
         try:
             with contextlib.suppress(ConnectionResetError):  # the close may beat our write
                 await stream.write(message)
-            await stream.read_exactly(len(message), 1.0)
+            if message is KEY:
+                last_key = now
+            await stream.read_exactly(len(message), 10)
         except RfbClosed as closed:
-            closed_at, code = time.monotonic() - started, closed.code
+            closed_at, code = time.monotonic(), closed.code
             break
         await asyncio.sleep(0.05)
-    assert closed_at is not None and 1.2 < closed_at < 2.5
+    assert closed_at is not None and last_key is not None, "update requests kept it open"
     assert code == 4408
+    # Not before the idle timeout after the last key (had keys not counted, it would have
+    # closed ~0.5 s after the last one); the upper bound only says that it did come.
+    assert idle - 0.05 <= closed_at - last_key < idle + 10
     await ws.close()

@@ -22,7 +22,7 @@ from proxy.protocols.rfb.vncauth import vnc_auth_response
 CHALLENGE = bytes(range(16))
 
 
-async def run(target: Any, password: str | None, timeout: float = 2.0) -> Any:
+async def run(target: Any, password: str | None, timeout: float = 10.0) -> Any:
     reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
     try:
         return await authenticate_upstream(reader, writer, password, timeout)

@@ -39,12 +39,14 @@ from proxy.relay.tls import (
     tls_failure,
 )
 from tests.support.certs import Pki, write_pki
+from tests.support.fake_servers import ServerFailures
 from tests.support.qemu import QemuVm
 from tests.support.rfb_client import RfbClient, TcpStream
+from tests.support.waiting import wait_until
 
 PASSWORD = "s3cret!"
 SCREEN = (720, 400)
-TIMEOUT = 5.0
+TIMEOUT = 10.0  # for each wait; generous, for a loaded machine
 X509_NONE, X509_VNC = VencryptSubtype.X509_NONE, VencryptSubtype.X509_VNC
 VENCRYPT = SecurityType.VENCRYPT
 TLS_RECORD_TYPES = {20, 21, 22, 23}  # change_cipher_spec, alert, handshake, application_data
@@ -209,7 +211,13 @@ async def test_streams_keep_working_and_stay_bounded_after_vencrypt(
             reader, writer, None, TIMEOUT, tls=context(pki)
         )
         assert event == SecurityComplete(RfbVersion.V3_8, VENCRYPT, X509_NONE)
-        await asyncio.sleep(0.3)
+
+        async def server_waits() -> bool:
+            before = sent
+            await asyncio.sleep(0.3)
+            return sent == before
+
+        await wait_until(server_waits, interval=0)
         assert sent < total / 2  # the server was made to wait ...
         assert _buffered(reader) <= 4 * 65536  # ... while the proxy holds little
         received = len(trailing)
@@ -241,16 +249,19 @@ async def locked_tls_vm(pki: Pki) -> AsyncIterator[QemuVm]:
 
 class Recorder:
     """A TCP relay in front of QEMU that records what the client sent, to check that nothing
-    after the VeNCrypt sub-type choice went out as plaintext."""
+    after the VeNCrypt sub-type choice went out as plaintext. ``client_done`` is set once the
+    client's side has ended: everything it sent is recorded."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, failures: ServerFailures) -> None:
         self.port = port
         self.sent = bytearray()
+        self.client_done = asyncio.Event()
         self.server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
+        self._failures = failures
 
     async def __aenter__(self) -> Recorder:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._failures.guard(self._relay), "127.0.0.1", 0)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -279,6 +290,8 @@ class Recorder:
                         self.sent += data
                     sink.write(data)
                     await sink.drain()
+            if record:
+                self.client_done.set()
             sink.close()
 
         await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
@@ -336,16 +349,21 @@ async def test_vencrypt_x509vnc_without_a_password(pki: Pki, locked_tls_vm: Qemu
 @pytest.mark.qemu
 @pytest.mark.parametrize("password", [None, PASSWORD], ids=["x509none", "x509vnc"])
 async def test_an_untrusted_certificate_fails_and_nothing_goes_out_in_plaintext(
-    pki: Pki, password: str | None, caplog: pytest.LogCaptureFixture
+    pki: Pki,
+    password: str | None,
+    caplog: pytest.LogCaptureFixture,
+    server_failures: ServerFailures,
 ) -> None:
     async with QemuVm(vnc_x509_dir=pki.dir, vnc_password=password is not None) as vm:
         if password:
             await vm.set_password(password)
         untrusted = client_context(TlsConfig(ca_file=str(pki.other_ca_cert)))
-        async with Recorder(vm.vnc_port) as relay, connect(relay.listen_port) as streams:
-            with pytest.raises(TlsFailure) as caught:
-                await authenticate_upstream(*streams, password, TIMEOUT, tls=untrusted)
-            await asyncio.sleep(0.1)  # let the relay record what the proxy sent last
+        async with Recorder(vm.vnc_port, server_failures) as relay:
+            async with connect(relay.listen_port) as streams:
+                with pytest.raises(TlsFailure) as caught:
+                    await authenticate_upstream(*streams, password, TIMEOUT, tls=untrusted)
+            # Closed: once the relay has seen the end, it has recorded all that was sent.
+            await wait_until(relay.client_done.is_set)
             subtype = X509_VNC if password else X509_NONE
             prefix = b"RFB 003.008\n\x13\x00\x02" + struct.pack("!I", subtype)
             assert_only_tls_after(bytes(relay.sent), prefix)
