@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import free_port
+from tests.support.net import free_port
 
 
 def rss_bytes(pid: int) -> int:

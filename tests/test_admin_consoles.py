@@ -19,9 +19,10 @@ from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
 from proxy.demo.simulator import Inventory, create_simulator_app
-from tests.conftest import greet_as_browser, make_config, require_binary
+from tests.support.binaries import require_binary
+from tests.support.configs import make_config
 from tests.support.recording_vnc import RecordingVncServer
-from tests.support.rfb_client import ByteStream
+from tests.support.rfb_client import ByteStream, greet_as_browser
 from tests.support.services import RedisServer
 from tests.test_rfb_input import FBUR, KEY, POINTER
 

@@ -20,7 +20,9 @@ from proxy.closecodes import Close
 from proxy.demo.simulator import SIMULATOR_CONTROL, Inventory, create_simulator_app
 from proxy.web.accesslog import RedactingAccessLogger
 from proxy.web.keys import REGISTRY
-from tests.conftest import free_port, greet_as_browser, make_config, rfb_echo
+from tests.support.configs import make_config
+from tests.support.net import free_port, rfb_echo
+from tests.support.rfb_client import greet_as_browser
 from tests.support.waiting import wait_until
 
 VM = "0123456789abcdef0123456789abcdef"

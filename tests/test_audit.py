@@ -14,8 +14,9 @@ import aiohttp
 
 from proxy.demo.simulator import ADMIN_UUID, create_simulator_app
 from proxy.demo.vncserver import DemoVncServer
-from tests.conftest import free_port, greet_as_browser
 from tests.support.app_stack import VM, AiohttpServer, inventory, login, vm_entry
+from tests.support.net import free_port
+from tests.support.rfb_client import greet_as_browser
 from tests.support.serve_process import ServeProcess
 
 PASSWORD = "s3cret-audit"

@@ -13,7 +13,7 @@ import pytest
 
 from proxy.demo.simulator import ADMIN_UUID
 from proxy.zstack.client import ZStackClient, ZStackError
-from tests.conftest import greet_as_browser
+from tests.support.rfb_client import greet_as_browser
 from tests.support.stack import ALICE_VM, VM
 
 

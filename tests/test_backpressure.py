@@ -21,8 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import write_token_file
 from tests.proxy_process import ProxyProcess, rss_bytes
+from tests.support.configs import write_token_file
 
 MiB = 1024 * 1024
 # What may go into a stalled console: the socket buffers on both sides of the proxy (a few MiB

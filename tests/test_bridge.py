@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
 from proxy.server import graceful_shutdown
-from tests.conftest import echo, make_config, write_token_file
+from tests.support.configs import make_config, write_token_file
+from tests.support.net import echo
 from tests.support.waiting import wait_until
 
 MiB = 1024 * 1024

@@ -31,7 +31,8 @@ from tests.browser_support import (
     wait_drawn,
     wait_state,
 )
-from tests.conftest import free_port, make_config, write_token_file
+from tests.support.configs import make_config, write_token_file
+from tests.support.net import free_port
 from tests.support.qemu import QemuVm
 from tests.support.waiting import wait_until
 

@@ -11,7 +11,7 @@ import pytest
 
 from proxy.app import create_app
 from proxy.closecodes import PAGE_MESSAGES, Close
-from tests.conftest import make_config
+from tests.support.configs import make_config
 
 
 def test_every_close_code_has_a_page_sentence() -> None:

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from proxy.closecodes import Close
-from tests.conftest import TcpTarget, greet_as_browser, rfb_echo
 from tests.support.app_stack import VM, AiohttpServer, Stack, start_stack, vm_entry
 from tests.support.certs import Pki, write_pki
+from tests.support.net import TcpTarget, rfb_echo
+from tests.support.rfb_client import greet_as_browser
 
 StartStack = Callable[..., Awaitable[Stack]]
 StartTarget = Callable[..., Awaitable[TcpTarget]]

@@ -26,8 +26,10 @@ from aiohttp.test_utils import TestServer
 from proxy.app import create_app
 from proxy.closecodes import Close
 from proxy.demo.simulator import Inventory, create_simulator_app
-from tests.conftest import TcpTarget, greet_as_browser, make_config, require_binary, rfb_echo
-from tests.support.rfb_client import ByteStream, RfbClosed, RfbError
+from tests.support.binaries import require_binary
+from tests.support.configs import make_config
+from tests.support.net import TcpTarget, rfb_echo
+from tests.support.rfb_client import ByteStream, RfbClosed, RfbError, greet_as_browser
 from tests.support.services import (
     ProcessCluster,
     RedisServer,

@@ -29,7 +29,7 @@ from tests.browser_support import (
     wait_drawn,
     wait_state,
 )
-from tests.conftest import require_binary
+from tests.support.binaries import require_binary
 from tests.support.services import ProcessCluster, RedisServer
 
 pytestmark = pytest.mark.browser

@@ -15,7 +15,7 @@ from typing import TextIO
 import aiohttp
 import pytest
 
-from tests.conftest import free_port
+from tests.support.net import free_port
 from tests.support.rfb_client import RfbClient
 
 DEMO_VM = "d3ad0c0de0000000000000000000a001"

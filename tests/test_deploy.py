@@ -32,7 +32,9 @@ from proxy.config import (
     redis_wait_replicas,
 )
 from proxy.demo.simulator import Inventory, create_simulator_app
-from tests.conftest import echo, free_port, make_config, require_binary, write_token_file
+from tests.support.binaries import require_binary
+from tests.support.configs import make_config, write_token_file
+from tests.support.net import echo, free_port
 from tests.support.reverse_proxies import (
     BASE,
     DEPLOY,

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from proxy.app import create_app
-from tests.conftest import free_port, make_config
+from tests.support.configs import make_config
+from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "deploy" / "Dockerfile"

@@ -16,8 +16,9 @@ from aiohttp import WSMsgType
 
 from proxy.closecodes import Close
 from proxy.demo.simulator import create_simulator_app
-from tests.conftest import TcpTarget, free_port, greet_as_browser, rfb_echo
 from tests.support.app_stack import VM, AiohttpServer, inventory, login, vm_entry
+from tests.support.net import TcpTarget, free_port, rfb_echo
+from tests.support.rfb_client import greet_as_browser
 from tests.support.serve_process import ServeProcess
 
 DRAIN = 4.0

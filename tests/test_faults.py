@@ -22,7 +22,8 @@ from proxy.app import create_app
 from proxy.closecodes import Close
 from proxy.relay.dial import dial
 from proxy.web.keys import REGISTRY
-from tests.conftest import echo, make_config, write_token_file
+from tests.support.configs import make_config, write_token_file
+from tests.support.net import echo
 from tests.support.waiting import wait_until
 
 

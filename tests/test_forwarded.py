@@ -26,7 +26,9 @@ from proxy.app import create_app
 from proxy.config import ConfigError, load_config
 from proxy.consoles.limits import RateLimiter
 from proxy.demo.simulator import Inventory, create_simulator_app
-from tests.conftest import greet_as_browser, make_config, require_binary, rfb_echo
+from tests.support.binaries import require_binary
+from tests.support.configs import make_config
+from tests.support.net import rfb_echo
 from tests.support.reverse_proxies import (
     BASE,
     Tls,
@@ -35,6 +37,7 @@ from tests.support.reverse_proxies import (
     nginx_setup,
     start_nginx_process,
 )
+from tests.support.rfb_client import greet_as_browser
 from tests.support.services import HAProxy, stop
 
 VM = "0123456789abcdef0123456789abcdef"

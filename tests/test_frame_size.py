@@ -10,7 +10,8 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from proxy.app import create_app
-from tests.conftest import echo, make_config, write_token_file
+from tests.support.configs import make_config, write_token_file
+from tests.support.net import echo
 
 LIMIT = 65536
 

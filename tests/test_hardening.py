@@ -17,8 +17,9 @@ from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
 from proxy.demo.simulator import Inventory, create_simulator_app
-from tests.conftest import greet_as_browser, make_config, rfb_echo
-from tests.support.rfb_client import RfbClosed
+from tests.support.configs import make_config
+from tests.support.net import rfb_echo
+from tests.support.rfb_client import RfbClosed, greet_as_browser
 from tests.support.waiting import wait_until
 
 VM = "0123456789abcdef0123456789abcdef"

@@ -23,7 +23,8 @@ from proxy.tickets.memory import MemoryTicketStore
 from proxy.tickets.signed import PREFIX, TicketSigner
 from proxy.tickets.store import Ticket, TicketStoreUnavailable
 from proxy.zstack.client import ZStackClient, ZStackError
-from tests.conftest import make_config, rfb_echo
+from tests.support.configs import make_config
+from tests.support.net import rfb_echo
 from tests.test_spice import link_mess, link_reply, server_key, ticket
 from tests.test_zstack import CANNED, Canned, canned_answer
 

@@ -16,8 +16,10 @@ import pytest
 
 from proxy.demo.vncserver import DemoVncServer
 from tests.browser_support import chromium, wait_drawn, wait_state
-from tests.conftest import free_port, greet_as_browser, write_token_file
+from tests.support.configs import write_token_file
+from tests.support.net import free_port
 from tests.support.reverse_proxies import Tls, make_tls
+from tests.support.rfb_client import greet_as_browser
 from tests.support.serve_process import ServeProcess
 
 TOKEN = "https-console"

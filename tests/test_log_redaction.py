@@ -20,7 +20,8 @@ from aiohttp import WSMsgType
 
 from proxy.app import create_app
 from proxy.observe.redaction import TicketRedactingFilter, redact
-from tests.conftest import free_port, make_config
+from tests.support.configs import make_config
+from tests.support.net import free_port
 
 
 def ticket() -> str:

@@ -10,7 +10,9 @@ from pathlib import Path
 import aiohttp
 
 from proxy.demo.vncserver import DemoVncServer
-from tests.conftest import free_port, greet_as_browser, write_token_file
+from tests.support.configs import write_token_file
+from tests.support.net import free_port
+from tests.support.rfb_client import greet_as_browser
 from tests.support.serve_process import ServeProcess
 
 TOKEN = "logs-console"

@@ -12,8 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.closecodes import Close
-from tests.conftest import TcpTarget, greet_as_browser, rfb_echo
 from tests.support.app_stack import VM, AiohttpServer, Stack, start_stack, vm_entry
+from tests.support.net import TcpTarget, rfb_echo
+from tests.support.rfb_client import greet_as_browser
 
 StartStack = Callable[..., Awaitable[Stack]]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

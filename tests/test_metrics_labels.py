@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import create_app
 from proxy.observe.metrics import zstack_error_label
-from tests.conftest import make_config
+from tests.support.configs import make_config
 
 VM = "0123456789abcdef0123456789abcdef"
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from proxy.relay.tuning import raise_open_files_limit
-from tests.conftest import free_port
+from tests.support.net import free_port
 from tests.support.serve_process import ServeProcess
 
 

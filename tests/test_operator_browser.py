@@ -32,7 +32,7 @@ from tests.browser_support import (
     wait_drawn,
     wait_state,
 )
-from tests.conftest import make_config
+from tests.support.configs import make_config
 
 DEMO_VNC = "d3ad0c0de0000000000000000000a001"  # "demo-vnc" in proxy/demo/inventory.toml
 # Where the demo VNC server draws the keys typed so far (Scene.keys_box for an 800 px screen).

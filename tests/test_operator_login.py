@@ -20,7 +20,7 @@ from proxy.app import create_app
 from proxy.demo.simulator import Inventory, create_simulator_app
 from proxy.web.operator_cookie import CookieSealer
 from proxy.web.operator_session import COOKIE
-from tests.conftest import make_config
+from tests.support.configs import make_config
 
 VM = "0123456789abcdef0123456789abcdef"
 COOKIE_KEY = base64.b64encode(os.urandom(32)).decode()

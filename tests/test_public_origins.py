@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy.config import ConfigError, load_config
-from tests.conftest import greet_as_browser
+from tests.support.rfb_client import greet_as_browser
 from tests.test_forwarded import Stack, post_mint, start_stack
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]

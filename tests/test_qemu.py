@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
 from proxy.demo.simulator import Inventory, create_simulator_app, sha512_hex
-from tests.conftest import make_config, write_token_file
+from tests.support.configs import make_config, write_token_file
 from tests.support.qemu import QemuVm
 from tests.support.rfb_client import (
     SECURITY_NONE,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from proxy.app import create_app
-from tests.conftest import make_config
+from tests.support.configs import make_config
 
 BODY = b'{"vmUuid": "0123456789abcdef0123456789abcdef"}'
 # What the old body would look like to a server that took it for the next request.

@@ -39,7 +39,8 @@ from tests.browser_support import (
     wait_drawn,
     wait_state,
 )
-from tests.conftest import make_config, require_binary
+from tests.support.binaries import require_binary
+from tests.support.configs import make_config
 from tests.support.reverse_proxies import (
     BASE,
     Tls,

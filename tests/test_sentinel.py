@@ -28,8 +28,10 @@ from proxy.demo.simulator import Inventory, create_simulator_app
 from proxy.tickets.redis_client import redis_client_from_sentinels, redis_client_from_url
 from proxy.tickets.redis_store import RedisTicketStore
 from proxy.tickets.store import Ticket, TicketStoreUnavailable, new_token
-from tests.conftest import TcpTarget, greet_as_browser, make_config, require_binary, rfb_echo
-from tests.support.rfb_client import ByteStream, RfbClosed
+from tests.support.binaries import require_binary
+from tests.support.configs import make_config
+from tests.support.net import TcpTarget, rfb_echo
+from tests.support.rfb_client import ByteStream, RfbClosed, greet_as_browser
 from tests.support.sentinel import DATA_PASSWORD, SENTINEL_PASSWORD, SERVICE, SentinelCluster
 
 VM = "0123456789abcdef0123456789abcdef"  # the long-lived consoles, the per-VM limit

@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import write_token_file
 from tests.proxy_process import ProxyProcess, rss_bytes
+from tests.support.configs import write_token_file
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 CONSOLES = int(os.environ.get("SOAK_CONSOLES", "500"))

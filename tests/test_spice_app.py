@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.app import create_app
 from proxy.closecodes import Close
 from proxy.demo.simulator import Inventory, create_simulator_app, sha512_hex
-from tests.conftest import make_config
+from tests.support.configs import make_config
 from tests.support.qemu import QemuVm
 from tests.support.spice_client import (
     CURSOR,

@@ -8,7 +8,7 @@ from pathlib import Path
 from websockify.token_plugins import TokenFile
 
 from proxy.tickets.static import StaticTokens
-from tests.conftest import write_token_file
+from tests.support.configs import write_token_file
 
 
 async def test_token_file_changes_are_seen_at_once(tmp_path: Path) -> None:

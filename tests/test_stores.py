@@ -25,7 +25,7 @@ from proxy.tickets.store import (
     TicketStoreUnavailable,
     new_token,
 )
-from tests.conftest import require_binary
+from tests.support.binaries import require_binary
 from tests.support.services import RedisServer
 
 TIMEOUT = 1.0

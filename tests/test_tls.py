@@ -542,7 +542,7 @@ async def test_tls_to_a_plaintext_port_says_so(pki: Pki) -> None:
 
 
 async def test_tls_connect_errors_map_to_close_codes(pki: Pki) -> None:
-    from tests.conftest import free_port
+    from tests.support.net import free_port
 
     port = free_port()
     assert await dial("127.0.0.1", port, TIMEOUT, context(pki)) is Close.HOST_UNREACHABLE

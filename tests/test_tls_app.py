@@ -12,9 +12,10 @@ from aiohttp import WSMsgType
 
 from proxy.app import create_app
 from proxy.demo.simulator import Inventory, create_simulator_app
-from tests.conftest import greet_as_browser, make_config
 from tests.support.certs import Pki, write_pki
+from tests.support.configs import make_config
 from tests.support.qemu import QemuVm
+from tests.support.rfb_client import greet_as_browser
 from tests.test_tls import spice_link_mess
 
 VM = "abcdefabcdefabcdefabcdefabcdef01"

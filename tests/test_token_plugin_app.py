@@ -20,8 +20,10 @@ from jwcrypto import jwk, jwt
 from redis import Redis
 
 from proxy.closecodes import Close
-from tests.conftest import TcpTarget, echo, require_binary, write_token_file
 from tests.support.app_stack import AiohttpServer, Stack, start_stack
+from tests.support.binaries import require_binary
+from tests.support.configs import write_token_file
+from tests.support.net import TcpTarget, echo
 from tests.support.services import RedisServer
 
 StartStack = Callable[..., Awaitable[Stack]]

@@ -22,10 +22,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.protocols.rfb.input import ClientStreamFilter
-from tests.conftest import greet_as_browser, require_binary
 from tests.support.app_stack import Stack, start_stack, vm_entry
+from tests.support.binaries import require_binary
 from tests.support.recording_vnc import RecordingVncServer
-from tests.support.rfb_client import RfbClient
+from tests.support.rfb_client import RfbClient, greet_as_browser
 from tests.support.services import RedisServer
 from tests.test_rfb_input import (
     CONTINUOUS,

@@ -21,8 +21,11 @@ from aiohttp import WSMsgType
 from proxy.app import create_app
 from proxy.closecodes import Close
 from proxy.demo.simulator import create_simulator_app
-from tests.conftest import free_port, greet_as_browser, make_config, require_binary, rfb_echo
 from tests.support.app_stack import VM, AiohttpServer, inventory, login, vm_entry
+from tests.support.binaries import require_binary
+from tests.support.configs import make_config
+from tests.support.net import free_port, rfb_echo
+from tests.support.rfb_client import greet_as_browser
 from tests.support.serve_process import ServeProcess
 from tests.support.services import RedisServer
 

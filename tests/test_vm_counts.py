@@ -12,7 +12,7 @@ import pytest
 from proxy.consoles.cluster import ClusterState
 from proxy.consoles.registry import ConsoleRegistry, LiveConsole
 from proxy.tickets.redis_client import redis_client_from_url
-from tests.conftest import require_binary
+from tests.support.binaries import require_binary
 from tests.support.services import RedisServer
 
 

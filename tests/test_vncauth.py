@@ -12,7 +12,7 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from proxy.protocols.rfb.vncauth import verify_vnc_auth, vnc_auth_response, vnc_des_key
-from tests.conftest import require_binary
+from tests.support.binaries import require_binary
 
 CHALLENGE = bytes((i * 17 + 3) & 0xFF for i in range(16))
 

@@ -32,7 +32,9 @@ from proxy.app import assets_dir
 from proxy.demo.run import DEFAULT_INVENTORY, start_vnc_servers
 from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
 from tests.browser_support import PageProblems, chromium, status_text, wait_drawn, wait_state
-from tests.conftest import IN_CI, free_port, make_config
+from tests.support.binaries import IN_CI
+from tests.support.configs import make_config
+from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 NPM_PACKAGES = {

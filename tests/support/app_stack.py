@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
 from proxy.demo.simulator import Inventory, create_simulator_app
-from tests.conftest import make_config
+from tests.support.configs import make_config
 
 VM = "0123456789abcdef0123456789abcdef"
 ADMIN, PASSWORD = "admin", "pw"

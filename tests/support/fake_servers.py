@@ -5,7 +5,7 @@ exception other than the peer going away) is only logged by asyncio; the test th
 answer that never comes and fails much later as a timeout, with a misleading message.
 
 :class:`ServerFailures` records such an exception and cancels the running test at once; the
-``pytest_runtest_call`` hook in tests/conftest.py then raises the recorded exception in place of
+``pytest_runtest_call`` hook below then raises the recorded exception in place of
 the cancellation, so pytest shows the handler's own message and traceback (and, chained to it,
 where the test was waiting). One is made per test by the ``server_failures`` fixture; give
 :meth:`ServerFailures.guard` a stream handler, or add :meth:`ServerFailures.middleware` to a fake
@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from types import CodeType
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[Any]]
@@ -98,3 +99,25 @@ class ServerFailures:
             if getattr(task.get_coro(), "cr_code", None) is self._code and not task.done():
                 return task
         return None
+
+
+SERVER_FAILURES = pytest.StashKey[ServerFailures]()
+
+
+@pytest.fixture
+def server_failures(request: pytest.FixtureRequest) -> Iterator[ServerFailures]:
+    """What this test's fake servers raised; the first one stops the test and is raised."""
+    failures = ServerFailures(request.function)
+    request.node.stash[SERVER_FAILURES] = failures
+    yield failures
+    failures.raise_first()  # one that came after the test's call, e.g. during teardown
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """A fake server's failure replaces the cancellation (or anything else) it caused."""
+    try:
+        return (yield)
+    finally:
+        if (failures := item.stash.get(SERVER_FAILURES, None)) is not None:
+            failures.raise_first()

@@ -22,7 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.conftest import free_port, require_binary
+from tests.support.binaries import require_binary
+from tests.support.net import free_port
 
 VNC_BASE_PORT = 5900
 # Display numbers N..N+DISPLAY_SPAN are tried; N is random, below Linux's ephemeral port range

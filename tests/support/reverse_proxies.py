@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import free_port, require_binary
+from tests.support.binaries import require_binary
+from tests.support.net import free_port
 from tests.support.services import wait_listening
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

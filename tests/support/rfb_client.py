@@ -308,3 +308,13 @@ class RfbClient:
 
     async def close(self) -> None:
         await self.stream.close()
+
+
+async def greet_as_browser(ws: aiohttp.ClientWebSocketResponse) -> WebSocketStream:
+    """Do the browser's side of the proxy's RFB handshake; return the stream for what follows."""
+    stream = WebSocketStream(ws)
+    client = RfbClient(stream)
+    await client.exchange_versions()
+    assert await client.read_security_types() == [1]
+    await client.authenticate(None)
+    return stream

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import free_port
+from tests.support.net import free_port
 
 SERVICE = "mymaster"
 DATA_PASSWORD = "data-pw-for-tests"

@@ -17,8 +17,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port, require_binary
 from tests.proxy_process import ProxyProcess
+from tests.support.binaries import require_binary
+from tests.support.net import free_port
 
 
 def wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestServer
 from proxy.app import create_app
 from proxy.demo.simulator import Inventory, create_simulator_app
 from proxy.web.accesslog import RedactingAccessLogger
-from tests.conftest import make_config, rfb_echo
+from tests.support.configs import make_config
+from tests.support.net import rfb_echo
 
 VM = "0123456789abcdef0123456789abcdef"
 STOPPED = "0123456789abcdef0123456789abcde0"
