@@ -21,8 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.proxy_process import ProxyProcess, rss_bytes
 from tests.support.configs import write_token_file
+from tests.support.serve_process import ServeProcess, listening_process, rss_bytes
 
 MiB = 1024 * 1024
 # What may go into a stalled console: the socket buffers on both sides of the proxy (a few MiB
@@ -54,7 +54,7 @@ def raw_upgrade(port: int, token: str) -> socket.socket:
     return sock
 
 
-async def settled(count: Callable[[], int], proxy: ProxyProcess, what: str) -> int:
+async def settled(count: Callable[[], int], proxy: ServeProcess, what: str) -> int:
     """``count`` once it stayed put for a second in which the proxy answered five requests: it
     had the CPU to read more, and did not. Fails as soon as it passes PUSHED_LIMIT."""
     deadline = time.monotonic() + 60
@@ -84,7 +84,7 @@ async def test_stalled_browser_bounds_proxy_memory(tcp_target: Any, tmp_path: Pa
 
     target = await tcp_target(flood)
     tokens = write_token_file(tmp_path / "tokens", {"vm": ("127.0.0.1", target.port)})
-    async with ProxyProcess("--token-file", str(tokens)) as proxy:
+    async with listening_process("--token-file", str(tokens)) as proxy:
         warm = raw_upgrade(proxy.port, "nope")  # warm up the code paths before the baseline
         warm.close()
         await asyncio.sleep(0.5)
@@ -124,7 +124,7 @@ async def test_stalled_host_bounds_proxy_memory(tcp_target: Any, tmp_path: Path)
 
     target = await tcp_target(never_read)
     tokens = write_token_file(tmp_path / "tokens", {"vm": ("127.0.0.1", target.port)})
-    async with ProxyProcess("--token-file", str(tokens)) as proxy:
+    async with listening_process("--token-file", str(tokens)) as proxy:
         baseline = rss_bytes(proxy.pid)
         client = await asyncio.to_thread(raw_upgrade, proxy.port, "vm")
         payload = os.urandom(64 * 1024)

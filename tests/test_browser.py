@@ -16,7 +16,7 @@ from proxy.demo.portal import add_demo_routes
 from proxy.demo.run import DEFAULT_INVENTORY, start_vnc_servers
 from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
 from proxy.demo.vncserver import Rect, Scene
-from tests.browser_support import (
+from tests.support.browser import (
     VIEWPORT,
     ConsoleStack,
     PageProblems,

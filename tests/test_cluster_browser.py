@@ -18,7 +18,8 @@ from aiohttp.test_utils import TestServer
 
 from proxy.demo.simulator import Inventory, create_simulator_app
 from proxy.demo.vncserver import DemoVncServer
-from tests.browser_support import (
+from tests.support.binaries import require_binary
+from tests.support.browser import (
     PORTAL_PAGE,
     VIEWPORT,
     PageProblems,
@@ -29,7 +30,6 @@ from tests.browser_support import (
     wait_drawn,
     wait_state,
 )
-from tests.support.binaries import require_binary
 from tests.support.services import ProcessCluster, RedisServer
 
 pytestmark = pytest.mark.browser

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.proxy_process import ProxyProcess
+from tests.support.serve_process import listening_process
 
 HEADER_TIMEOUT = 1.5
 SLACK = 3.0
@@ -38,7 +38,7 @@ async def closed_after(port: int, drip: bytes = b"", every: float = 0.25) -> flo
 
 async def test_silent_and_slow_header_sockets_are_closed() -> None:
     env = {"CONSOLE_PROXY_LIMITS_HEADER_TIMEOUT": str(HEADER_TIMEOUT)}
-    async with ProxyProcess(env=env) as proxy:
+    async with listening_process(env=env) as proxy:
         slow = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
         silent, slow_header = await asyncio.gather(
             closed_after(proxy.port), closed_after(proxy.port, slow)
@@ -54,7 +54,7 @@ async def test_silent_and_slow_header_sockets_are_closed() -> None:
 
 async def test_pending_connections_per_address_are_capped() -> None:
     env = {"CONSOLE_PROXY_LIMITS_MAX_PENDING_PER_ADDRESS": "5"}
-    async with ProxyProcess(env=env) as proxy:
+    async with listening_process(env=env) as proxy:
         held = [await asyncio.open_connection("127.0.0.1", proxy.port) for _ in range(5)]
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         async with asyncio.timeout(5):
@@ -73,7 +73,7 @@ async def test_pending_connections_per_address_are_capped() -> None:
 
 async def test_aiohttps_own_400_has_security_headers_and_no_ticket() -> None:
     token = "TiCkEt" * 7
-    async with ProxyProcess() as proxy:
+    async with listening_process() as proxy:
         for line in (
             b"GET /websockify?token=%s\x01 HTTP/1.1\r\n\r\n",
             b"GET /websockify?token=%s HTTP/1.1\r\nBad Header\r\n\r\n",

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from proxy.demo.vncserver import DemoVncServer
-from tests.browser_support import chromium, wait_drawn, wait_state
+from tests.support.browser import chromium, wait_drawn, wait_state
 from tests.support.configs import write_token_file
 from tests.support.net import free_port
 from tests.support.reverse_proxies import Tls, make_tls

@@ -21,7 +21,7 @@ from playwright.async_api import Browser, BrowserContext, Page
 from proxy.app import create_app
 from proxy.demo.run import DEFAULT_INVENTORY, start_vnc_servers
 from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
-from tests.browser_support import (
+from tests.support.browser import (
     VIEWPORT,
     ConsoleStack,
     PageProblems,

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.browser_support import VIEWPORT, PageProblems, chromium, wait_drawn, wait_state
 from tests.support.app_stack import VM, AiohttpServer, Stack, start_stack, vm_entry
+from tests.support.browser import VIEWPORT, PageProblems, chromium, wait_drawn, wait_state
 from tests.support.net import TcpTarget
 
 pytestmark = pytest.mark.browser

@@ -30,7 +30,8 @@ from playwright.async_api import WebSocket
 from proxy.app import create_app
 from proxy.demo.simulator import Inventory, create_simulator_app
 from proxy.demo.vncserver import DemoVncServer
-from tests.browser_support import (
+from tests.support.binaries import require_binary
+from tests.support.browser import (
     VIEWPORT,
     PageProblems,
     chromium,
@@ -39,7 +40,6 @@ from tests.browser_support import (
     wait_drawn,
     wait_state,
 )
-from tests.support.binaries import require_binary
 from tests.support.configs import make_config
 from tests.support.reverse_proxies import (
     BASE,

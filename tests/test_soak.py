@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.proxy_process import ProxyProcess, rss_bytes
 from tests.support.configs import write_token_file
+from tests.support.serve_process import listening_process, rss_bytes
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 CONSOLES = int(os.environ.get("SOAK_CONSOLES", "500"))
@@ -67,7 +67,7 @@ async def test_soak_many_consoles_byte_exact(tcp_target: Any, tmp_path: Path) ->
         "CONSOLE_PROXY_LIMITS_MAX_PENDING_PER_ADDRESS": str(CONSOLES * 2),
         "CONSOLE_PROXY_AUDIT_SINK": "",
     }
-    async with ProxyProcess("--token-file", str(tokens), env=env) as proxy:
+    async with listening_process("--token-file", str(tokens), env=env) as proxy:
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as http:
             url = f"{proxy.url}/websockify?token=vm"

@@ -11,7 +11,7 @@ from playwright.async_api import Page, WebSocket
 
 from proxy.demo.simulator import Inventory
 from tests import test_browser
-from tests.browser_support import (
+from tests.support.browser import (
     close_code,
     console_frame,
     reconnect,

@@ -10,7 +10,7 @@ import pytest
 from playwright.async_api import Request, WebSocket
 
 from tests import test_browser
-from tests.browser_support import wait_drawn, wait_state
+from tests.support.browser import wait_drawn, wait_state
 from tests.support.qemu import QemuVm
 from tests.test_browser import StartStack
 from tests.test_spice_browser import SPICE_VM, spice_inventory

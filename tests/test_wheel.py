@@ -8,7 +8,6 @@ that needs them shares one build and one venv.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
@@ -31,10 +30,11 @@ import proxy.app
 from proxy.app import assets_dir
 from proxy.demo.run import DEFAULT_INVENTORY, start_vnc_servers
 from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
-from tests.browser_support import PageProblems, chromium, status_text, wait_drawn, wait_state
 from tests.support.binaries import IN_CI
+from tests.support.browser import PageProblems, chromium, status_text, wait_drawn, wait_state
 from tests.support.configs import make_config
 from tests.support.net import free_port
+from tests.support.serve_process import ServeProcess
 
 REPO = Path(__file__).resolve().parent.parent
 NPM_PACKAGES = {
@@ -193,47 +193,22 @@ async def demo_inventory() -> AsyncIterator[Inventory]:
         await server.close()
 
 
-class ServeProcess:
-    """The venv's ``console-proxy serve --config FILE`` run from a directory outside the repo."""
-
-    def __init__(self, installed: Installed, config: Path) -> None:
-        self.port = free_port()
-        config.write_text(config.read_text().replace("PORT", str(self.port)))
-        self.command = [str(installed.bin / "console-proxy"), "serve", "--config", str(config)]
-        self.cwd = installed.workdir
-        self.log = installed.workdir / f"serve-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> ServeProcess:
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                self.command, cwd=self.cwd, env=clean_env(), stdout=log, stderr=log
-            )
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                if self.process.poll() is not None:
-                    raise AssertionError(f"serve exited: {self.log.read_text()}")
-                try:
-                    async with http.get(f"{self.url}/healthz") as answer:
-                        if answer.status == 200:
-                            return self
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"serve never became healthy: {self.log.read_text()}")
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.process is not None
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def serve_installed(installed: Installed, config: Path) -> ServeProcess:
+    """The venv's ``console-proxy serve --config FILE`` run from a directory outside the repo;
+    ``PORT`` in the file becomes a free port."""
+    port = free_port()
+    config.write_text(config.read_text().replace("PORT", str(port)))
+    return ServeProcess(
+        port,
+        ["--config", str(config)],
+        installed.workdir,
+        log_level=None,
+        base_env=clean_env(),
+        program=[str(installed.bin / "console-proxy")],
+        cwd=installed.workdir,
+        start_timeout=30.0,
+        stop_timeout=20.0,
+    )
 
 
 async def mint(http: aiohttp.ClientSession, zstack: TestServer, proxy_url: str) -> str:
@@ -267,7 +242,7 @@ async def test_the_installed_proxy_serves_a_console_chromium_draws(
     )
     answers: list[tuple[str, int]] = []
     failed: list[str] = []
-    async with ServeProcess(installed, config) as serve, aiohttp.ClientSession() as http:
+    async with serve_installed(installed, config) as serve, aiohttp.ClientSession() as http:
         console_url = await mint(http, zstack, serve.url)
         async with chromium() as browser:
             page = await browser.new_page()

@@ -17,9 +17,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.proxy_process import ProxyProcess
 from tests.support.binaries import require_binary
 from tests.support.net import free_port
+from tests.support.serve_process import listening_process
 
 
 def wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -216,7 +216,7 @@ class ProcessCluster:
     """
 
     def __init__(self, size: int, env: dict[str, str], directory: Path) -> None:
-        self.processes = [ProxyProcess(env=env) for _ in range(size)]
+        self.processes = [listening_process(env=env) for _ in range(size)]
         self.directory = directory
         self.killed: set[int] = set()
         self._balancer: HAProxy | None = None

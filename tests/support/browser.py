@@ -30,6 +30,8 @@ from playwright.async_api import (
     async_playwright,
 )
 
+from tests.support.binaries import IN_CI
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",  # we run as root
@@ -50,7 +52,7 @@ def require_chromium() -> str:
     if os.access(CHROMIUM, os.X_OK):
         return CHROMIUM
     message = f"{CHROMIUM} not found: install it with 'apt-get install chromium'"
-    if os.environ.get("CI"):
+    if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
 
