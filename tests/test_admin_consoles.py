@@ -23,8 +23,8 @@ from tests.support.binaries import require_binary
 from tests.support.configs import make_config
 from tests.support.recording_vnc import RecordingVncServer
 from tests.support.rfb_client import ByteStream, greet_as_browser
+from tests.support.rfb_messages import FBUR, KEY, POINTER
 from tests.support.services import RedisServer
-from tests.test_rfb_input import FBUR, KEY, POINTER
 
 VM = "0123456789abcdef0123456789abcdef"
 TOKEN = "admin-consoles-test-token"

@@ -3,114 +3,41 @@ the demo VNC server and real QEMU on the other end, the page inside a portal's i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Page
+from playwright.async_api import Page
 
-from proxy.app import create_app
-from proxy.demo.portal import add_demo_routes
-from proxy.demo.run import DEFAULT_INVENTORY, start_vnc_servers
-from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
+from proxy.demo.simulator import Inventory
 from proxy.demo.vncserver import Rect, Scene
 from tests.support.browser import (
-    VIEWPORT,
-    ConsoleStack,
-    PageProblems,
-    Portal,
+    DEMO_VNC,
+    QEMU_VM,
+    StartConsoleStack,
+    artifact,
     canvas_stats,
-    chromium,
     close_code,
     console_frame,
+    qemu_inventory,
     reconnect,
     status_text,
     wait_changed,
     wait_drawn,
     wait_state,
 )
-from tests.support.configs import make_config, write_token_file
+from tests.support.configs import write_token_file
 from tests.support.net import free_port
 from tests.support.qemu import QemuVm
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
-DEMO_VNC = "d3ad0c0de0000000000000000000a001"  # "demo-vnc" in proxy/demo/inventory.toml
 DEMO_VNC_PASSWORD = "d3ad0c0de0000000000000000000a002"
-QEMU_VM = "0e3a0c0de0000000000000000000b001"
 # Where the demo VNC server draws the keys typed so far (Scene.keys_box for an 800 px screen).
 KEYS_BOX = (16, 140, 768, 24)
 # The keysyms noVNC presses for Ctrl-Alt-Del: Control_L, Alt_L, Delete.
 CTRL_ALT_DEL = [0xFFE3, 0xFFE9, 0xFFFF]
-
-StartStack = Callable[..., Awaitable[tuple[ConsoleStack, Portal]]]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-async def new_page(browser: Browser) -> AsyncIterator[Callable[[], Awaitable[Page]]]:
-    """Pages in one fresh browser context; each fails the test on a script error or CSP block."""
-    context = await browser.new_context(viewport=VIEWPORT)
-    watched: dict[Page, PageProblems] = {}
-
-    def watch(page: Page) -> None:
-        if page not in watched:
-            watched[page] = PageProblems(page)
-
-    async def open_page() -> Page:
-        page = await context.new_page()
-        watch(page)
-        return page
-
-    context.on("page", watch)  # also tabs the pages open themselves
-    yield open_page
-    await context.close()
-    for problems in watched.values():
-        problems.check()
-
-
-@pytest.fixture
-async def start_stack(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[StartStack]:
-    """Start the simulator, a portal on a second origin and the proxy (with the demo's routes)."""
-    started: list[ConsoleStack] = []
-
-    async def start(
-        inventory: Inventory, *, portal_vm: str = DEMO_VNC, **sections: Any
-    ) -> tuple[ConsoleStack, Portal]:
-        simulator: TestServer = await aiohttp_server(create_simulator_app(inventory))
-        portal = Portal(portal_vm)
-        portal_server: TestServer = await aiohttp_server(portal.app())
-        zstack_url = str(simulator.make_url("/zstack"))
-        server = sections.setdefault("server", {})
-        server["frame_ancestors"] = ["'self'", str(portal_server.make_url("/").origin())]
-        config = make_config(zstack={"url": zstack_url, "timeout": 5.0}, **sections)
-        app = create_app(config)
-        add_demo_routes(app, inventory, zstack_url)
-        stack = ConsoleStack(await aiohttp_server(app), simulator, portal_server)
-        portal.stack = stack
-        started.append(stack)
-        return stack, portal
-
-    yield start
-    for stack in started:
-        await stack.close()
-
-
-@pytest.fixture
-async def demo_inventory() -> AsyncIterator[Inventory]:
-    """The demo's inventory, its VMs served by live demo VNC servers."""
-    inventory, servers = await start_vnc_servers(load_inventory(DEFAULT_INVENTORY))
-    yield inventory
-    for server in servers:
-        await server.close()
 
 
 async def open_console(page: Page, console_url: str) -> None:
@@ -122,9 +49,9 @@ async def open_console(page: Page, console_url: str) -> None:
 
 
 async def test_console_connects_draws_and_hides_the_ticket(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: Any
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, new_page: Any
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
+    stack, _ = await start_console_stack(demo_inventory)
     ticket = await stack.mint(DEMO_VNC)
     page = await new_page()
     await open_console(page, ticket["consoleUrl"])
@@ -139,9 +66,9 @@ async def test_console_connects_draws_and_hides_the_ticket(
 
 
 async def test_used_ticket_shows_why(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: Any
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, new_page: Any
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
+    stack, _ = await start_console_stack(demo_inventory)
     ticket = await stack.mint(DEMO_VNC)
     first = await new_page()
     await open_console(first, ticket["consoleUrl"])
@@ -161,7 +88,7 @@ async def test_used_ticket_shows_why(
 
 
 async def test_clipboard_paste_and_ctrl_alt_del(
-    start_stack: StartStack,
+    start_console_stack: StartConsoleStack,
     demo_inventory: Inventory,
     new_page: Any,
     monkeypatch: pytest.MonkeyPatch,
@@ -175,7 +102,7 @@ async def test_clipboard_paste_and_ctrl_alt_del(
         return draw_key(scene, keysym)
 
     monkeypatch.setattr(Scene, "key", record_key)
-    stack, _ = await start_stack(demo_inventory)
+    stack, _ = await start_console_stack(demo_inventory)
     page = await new_page()
     await open_console(page, (await stack.mint(DEMO_VNC))["consoleUrl"])
     await wait_drawn(page)
@@ -195,9 +122,9 @@ async def test_clipboard_paste_and_ctrl_alt_del(
 
 
 async def test_scaling_modes(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: Any
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, new_page: Any
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
+    stack, _ = await start_console_stack(demo_inventory)
     page = await new_page()
     await open_console(page, (await stack.mint(DEMO_VNC))["consoleUrl"] + "&scale=none")
     assert await page.locator("#scale").input_value() == "none"
@@ -215,8 +142,10 @@ async def test_scaling_modes(
     await wait_until(grown, message="the canvas did not grow to fit the window")
 
 
-async def test_view_only(start_stack: StartStack, demo_inventory: Inventory, new_page: Any) -> None:
-    stack, _ = await start_stack(demo_inventory)
+async def test_view_only(
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, new_page: Any
+) -> None:
+    stack, _ = await start_console_stack(demo_inventory)
     page = await new_page()
     await open_console(page, (await stack.mint(DEMO_VNC))["consoleUrl"] + "&view_only=1")
     assert await status_text(page) == "Connected to demo-vnc (view only)"
@@ -232,10 +161,15 @@ async def test_view_only(start_stack: StartStack, demo_inventory: Inventory, new
     ],
 )
 async def test_proxy_close_reasons_in_plain_words(
-    start_stack: StartStack, new_page: Any, tmp_path: Path, host: str, code: str, words: str
+    start_console_stack: StartConsoleStack,
+    new_page: Any,
+    tmp_path: Path,
+    host: str,
+    code: str,
+    words: str,
 ) -> None:
     tokens = write_token_file(tmp_path / "tokens", {"target": (host, free_port())})
-    stack, _ = await start_stack(qemu_inventory(1), tickets={"token_file": str(tokens)})
+    stack, _ = await start_console_stack(qemu_inventory(1), tickets={"token_file": str(tokens)})
     page = await new_page()
     await page.goto(stack.url("/console/vnc") + "#token=target")
     await wait_state(page, "disconnected")
@@ -247,9 +181,9 @@ async def test_proxy_close_reasons_in_plain_words(
 
 
 async def test_in_iframe_click_focuses_keyboard_and_reconnect_asks_portal(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: Any
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, new_page: Any
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
+    stack, _ = await start_console_stack(demo_inventory)
     page = await new_page()
     await page.goto(stack.portal_url())
     frame = await console_frame(page, "#console")
@@ -285,10 +219,10 @@ async def test_in_iframe_click_focuses_keyboard_and_reconnect_asks_portal(
 
 
 async def test_idle_console_is_warned_then_closed(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: Any
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, new_page: Any
 ) -> None:
     # noVNC asks for screen updates all the time; only keyboard and mouse input count.
-    stack, _ = await start_stack(demo_inventory, limits={"idle_timeout": 8})
+    stack, _ = await start_console_stack(demo_inventory, limits={"idle_timeout": 8})
     page = await new_page()
     await page.goto(stack.portal_url())
     frame = await console_frame(page, "#console")
@@ -314,9 +248,9 @@ async def test_idle_console_is_warned_then_closed(
 
 
 async def test_reconnect_without_portal_answer_says_so(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: Any
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, new_page: Any
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
+    stack, _ = await start_console_stack(demo_inventory)
     page = await new_page()
     await page.goto(stack.portal_url("/?answer=0"))
     frame = await console_frame(page, "#console")
@@ -329,9 +263,9 @@ async def test_reconnect_without_portal_answer_says_so(
 
 
 async def test_demo_index_opens_consoles(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: Any
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, new_page: Any
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
+    stack, _ = await start_console_stack(demo_inventory)
     page = await new_page()
     await page.goto(stack.url("/"))
     assert await page.locator("tr[data-vm-uuid]").count() == len(demo_inventory.vms)
@@ -362,30 +296,11 @@ async def test_demo_index_opens_consoles(
 # --- real QEMU ------------------------------------------------------------------------------
 
 
-def qemu_inventory(port: int) -> Inventory:
-    return Inventory.from_dict(
-        {
-            "accounts": [{"name": "admin", "password": "password"}],
-            "vms": [
-                {
-                    "uuid": QEMU_VM,
-                    "name": "qemu",
-                    "state": "Running",
-                    "hostIp": "127.0.0.1",
-                    "protocol": "vnc",
-                    "vncPort": port,
-                    "owner": "admin",
-                }
-            ],
-        }
-    )
-
-
 async def test_proxy_handles_console_password(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: Any
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, new_page: Any
 ) -> None:
     # The proxy fetched the password from ZStack and did the VNC login: no prompt in the page.
-    stack, _ = await start_stack(demo_inventory)
+    stack, _ = await start_console_stack(demo_inventory)
     page = await new_page()
     await open_console(page, (await stack.mint(DEMO_VNC_PASSWORD))["consoleUrl"])
     assert await status_text(page) == "Connected to demo-vnc-password"
@@ -394,9 +309,9 @@ async def test_proxy_handles_console_password(
 
 
 @pytest.mark.qemu
-async def test_qemu_console_draws(start_stack: StartStack, new_page: Any) -> None:
+async def test_qemu_console_draws(start_console_stack: StartConsoleStack, new_page: Any) -> None:
     async with QemuVm() as vm:
-        stack, _ = await start_stack(qemu_inventory(vm.vnc_port), portal_vm=QEMU_VM)
+        stack, _ = await start_console_stack(qemu_inventory(vm.vnc_port), portal_vm=QEMU_VM)
         page = await new_page()
         await open_console(page, (await stack.mint(QEMU_VM))["consoleUrl"])
         assert await status_text(page) == "Connected to QEMU"
@@ -406,9 +321,11 @@ async def test_qemu_console_draws(start_stack: StartStack, new_page: Any) -> Non
 
 
 @pytest.mark.qemu
-async def test_qemu_ctrl_alt_del_resets_the_guest(start_stack: StartStack, new_page: Any) -> None:
+async def test_qemu_ctrl_alt_del_resets_the_guest(
+    start_console_stack: StartConsoleStack, new_page: Any
+) -> None:
     async with QemuVm() as vm:
-        stack, _ = await start_stack(qemu_inventory(vm.vnc_port), portal_vm=QEMU_VM)
+        stack, _ = await start_console_stack(qemu_inventory(vm.vnc_port), portal_vm=QEMU_VM)
         page = await new_page()
         await open_console(page, (await stack.mint(QEMU_VM))["consoleUrl"])
         await wait_drawn(page)
@@ -426,13 +343,13 @@ async def test_qemu_ctrl_alt_del_resets_the_guest(start_stack: StartStack, new_p
 
 @pytest.mark.qemu
 async def test_qemu_password_asked_in_page_when_proxy_has_none(
-    start_stack: StartStack, new_page: Any, tmp_path: Path
+    start_console_stack: StartConsoleStack, new_page: Any, tmp_path: Path
 ) -> None:
     # A websockify token-file target carries no password, so the browser must supply it.
     async with QemuVm(vnc_password=True) as vm:
         await vm.set_password("s3cret12")
         tokens = write_token_file(tmp_path / "tokens", {"qemu-pw": ("127.0.0.1", vm.vnc_port)})
-        stack, _ = await start_stack(
+        stack, _ = await start_console_stack(
             qemu_inventory(vm.vnc_port), portal_vm=QEMU_VM, tickets={"token_file": str(tokens)}
         )
         url = stack.url("/console/vnc") + "#token=qemu-pw"
@@ -455,10 +372,3 @@ async def test_qemu_password_asked_in_page_when_proxy_has_none(
         await wait_state(page, "connected")
         assert await password.input_value() == ""  # not kept in the page
         await wait_drawn(page)
-
-
-def artifact(name: str) -> Path:
-    """Screenshots go to .test-artifacts/ (gitignored) for a person to look at."""
-    directory = Path(__file__).resolve().parent.parent / ".test-artifacts"
-    directory.mkdir(exist_ok=True)
-    return directory / name

@@ -16,6 +16,7 @@ from tests.support.app_stack import VM, AiohttpServer, Stack, start_stack, vm_en
 from tests.support.certs import Pki, write_pki
 from tests.support.net import TcpTarget, rfb_echo
 from tests.support.rfb_client import greet_as_browser
+from tests.support.spice_client import bare_link_mess
 
 StartStack = Callable[..., Awaitable[Stack]]
 StartTarget = Callable[..., Awaitable[TcpTarget]]
@@ -87,12 +88,6 @@ async def test_vnc_host_speaking_an_unexpected_protocol_closes_4512(
     assert target.connections == 1
 
 
-def spice_link_mess() -> bytes:
-    """SpiceLinkHeader + SpiceLinkMess for the main channel, no capabilities (little-endian)."""
-    body = struct.pack("<IBBIII", 0, 1, 0, 0, 0, 18)
-    return b"REDQ" + struct.pack("<III", 2, 2, len(body)) + body
-
-
 async def test_spice_host_speaking_an_unexpected_protocol_closes_4512(
     stack: StartStack, tcp_target: StartTarget
 ) -> None:
@@ -105,7 +100,7 @@ async def test_spice_host_speaking_an_unexpected_protocol_closes_4512(
     target = await tcp_target(not_spice)
     s = await stack({"protocol": "spice", "spicePort": target.port})
     ws = await s.open(await s.token(protocol="spice"))
-    await ws.send_bytes(spice_link_mess())
+    await ws.send_bytes(bare_link_mess())
     message = await ws.receive(timeout=10)
     await ws.close()
     assert (message.data, message.extra) == Close.HOST_PROTOCOL.value

@@ -23,10 +23,11 @@ from proxy.tickets.memory import MemoryTicketStore
 from proxy.tickets.signed import PREFIX, TicketSigner
 from proxy.tickets.store import Ticket, TicketStoreUnavailable
 from proxy.zstack.client import ZStackClient, ZStackError
+from tests.support.canned_zstack import CANNED, Canned, canned_answer
 from tests.support.configs import make_config
 from tests.support.net import rfb_echo
-from tests.test_spice import link_mess, link_reply, server_key, ticket
-from tests.test_zstack import CANNED, Canned, canned_answer
+from tests.support.spice_client import link_mess, ticket
+from tests.support.spice_server import link_reply, server_key
 
 KEY = os.urandom(32)
 KEY_B64 = base64.b64encode(KEY).decode()

@@ -11,22 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.async_api import Browser, BrowserContext, Page
 
 from proxy.app import create_app
-from proxy.demo.run import DEFAULT_INVENTORY, start_vnc_servers
-from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
+from proxy.demo.simulator import Inventory, create_simulator_app
 from tests.support.browser import (
     VIEWPORT,
     ConsoleStack,
     PageProblems,
     canvas_stats,
-    chromium,
     close_code,
     status_text,
     wait_drawn,
@@ -37,20 +33,6 @@ from tests.support.configs import make_config
 DEMO_VNC = "d3ad0c0de0000000000000000000a001"  # "demo-vnc" in proxy/demo/inventory.toml
 # Where the demo VNC server draws the keys typed so far (Scene.keys_box for an 800 px screen).
 KEYS_BOX = (16, 140, 768, 24)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-async def demo_inventory() -> AsyncIterator[Inventory]:
-    inventory, servers = await start_vnc_servers(load_inventory(DEFAULT_INVENTORY))
-    yield inventory
-    for server in servers:
-        await server.close()
 
 
 async def new_context(browser: Browser, problems: list[PageProblems]) -> BrowserContext:

@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import Browser, Page
 
 from tests.support.app_stack import VM, AiohttpServer, Stack, start_stack, vm_entry
-from tests.support.browser import VIEWPORT, PageProblems, chromium, wait_drawn, wait_state
+from tests.support.browser import VIEWPORT, PageProblems, wait_drawn, wait_state
 from tests.support.net import TcpTarget
 
 pytestmark = pytest.mark.browser
@@ -105,12 +105,6 @@ class ResizableVm:
         row = b"\x20\x60\xc0\x00" * left + b"\xe0\xa0\x20\x00" * right
         rect = struct.pack("!HHHHi", 0, 0, width, height, 0)
         return struct.pack("!BxH", 0, 1) + rect + row * height
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

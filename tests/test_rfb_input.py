@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import struct
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.protocols.rfb.input import ClientMessageScanner
-
-FBUR = bytes([3, 1]) + struct.pack("!HHHH", 0, 0, 800, 600)
-SET_ENCODINGS = bytes([2, 0]) + struct.pack("!H", 3) + struct.pack("!iii", 0, 7, -223)
-PIXEL_FORMAT = bytes([0, 0, 0, 0]) + bytes(
-    [32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 0, 8, 16, 0, 0, 0]
+from tests.support.rfb_messages import (
+    CONTINUOUS,
+    CUT,
+    DESKTOP,
+    EXT_CUT,
+    EXT_POINTER,
+    FBUR,
+    FENCE,
+    KEY,
+    PIXEL_FORMAT,
+    POINTER,
+    QEMU_AUDIO,
+    QEMU_KEY,
+    SET_ENCODINGS,
 )
-FENCE = bytes([248, 0, 0, 0]) + struct.pack("!I", 3) + bytes([4]) + b"abcd"
-DESKTOP = bytes([251, 0]) + struct.pack("!HH", 800, 600) + bytes([1, 0]) + bytes(16)
-CONTINUOUS = bytes([150, 1]) + struct.pack("!HHHH", 0, 0, 800, 600)
-KEY = bytes([4, 1, 0, 0]) + struct.pack("!I", 0x61)
-POINTER = bytes([5, 1]) + struct.pack("!HH", 10, 20)
-EXT_POINTER = bytes([5, 0x81]) + struct.pack("!HH", 10, 20) + bytes([1])
-CUT = bytes([6, 0, 0, 0]) + struct.pack("!I", 5) + b"hello"
-EXT_CUT = bytes([6, 0, 0, 0]) + struct.pack("!i", -4) + b"\x00\x00\x00\x01"
-QEMU_KEY = bytes([255, 0]) + struct.pack("!HII", 1, 0x61, 30)
-QEMU_AUDIO = bytes([255, 1]) + struct.pack("!H", 2) + bytes([3, 2]) + struct.pack("!I", 44100)
 
 NOT_INPUT = [FBUR, SET_ENCODINGS, PIXEL_FORMAT, FENCE, DESKTOP, CONTINUOUS, QEMU_AUDIO]
 INPUT = [KEY, POINTER, EXT_POINTER, CUT, EXT_CUT, QEMU_KEY]

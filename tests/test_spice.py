@@ -6,7 +6,6 @@ Real QEMU SPICE behind the real application is in tests/test_spice_app.py."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -14,8 +13,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from proxy.closecodes import Close
 from proxy.protocols.spice.driver import SpiceLink, secure_spice
@@ -37,7 +34,6 @@ from proxy.relay.bridge import Bridge, BridgeLimits
 from proxy.relay.hostlink import HostLink
 from tests.support.spice_client import (
     CAP_AUTH_SELECTION,
-    CAP_AUTH_SPICE,
     CAP_MINI_HEADER,
     HEADER,
     LINK_MESS,
@@ -46,42 +42,7 @@ from tests.support.spice_client import (
     link_mess,
     ticket,
 )
-
-# The server's side of the wire formats, written out again here independently of the proxy
-# (spice/protocol.h); the client's side is in tests/support/spice_client.py.
-LINK_REPLY_FIXED = 4 + 162 + 12
-OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
-
-
-@functools.cache
-def server_key(bits: int = 1024) -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
-
-
-def public_der(key: rsa.RSAPrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def link_reply(
-    der: bytes | None = None,
-    error: int = 0,
-    common: tuple[int, ...] = (CAP_AUTH_SELECTION | CAP_AUTH_SPICE | CAP_MINI_HEADER,),
-) -> bytes:
-    """SpiceLinkHeader + SpiceLinkReply as spice-server writes it (reds_send_link_ack)."""
-    if error:  # reds_send_link_error: everything but ``error`` zeroed, no capabilities
-        body = struct.pack("<I", error) + bytes(LINK_REPLY_FIXED - 4)
-        return HEADER.pack(b"REDQ", 2, 2, len(body)) + body
-    der = public_der(server_key()) if der is None else der
-    caps = struct.pack(f"<{len(common)}I", *common)
-    body = struct.pack("<I162sIII", 0, der, len(common), 0, LINK_REPLY_FIXED) + caps
-    return HEADER.pack(b"REDQ", 2, 2, len(body)) + body
-
-
-def decrypt(encrypted: bytes) -> bytes:
-    return server_key().decrypt(encrypted, OAEP)
-
+from tests.support.spice_server import decrypt, link_reply, public_der, server_key
 
 # --- the sans-IO core ---------------------------------------------------------------------
 

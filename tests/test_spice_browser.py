@@ -9,48 +9,25 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, WebSocket
 
-from proxy.demo.simulator import Inventory
-from tests import test_browser
 from tests.support.browser import (
+    SPICE_VM,
+    StartConsoleStack,
+    artifact,
     close_code,
     console_frame,
     reconnect,
+    spice_inventory,
     status_text,
     wait_drawn,
     wait_state,
 )
 from tests.support.qemu import QemuVm
-from tests.test_browser import StartStack, artifact
-
-# The real-browser fixtures of test_browser.py: Chromium, pages that fail the test on a script
-# error or a CSP block, and the simulator + portal + proxy stack.
-browser = test_browser.browser
-new_page = test_browser.new_page
-start_stack = test_browser.start_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.qemu]
 
-SPICE_VM = "5b1ce0c0de0000000000000000000c01"
 PASSWORD = "zs-Sp1ce-secret"
 # Short enough for a test to wait out, long enough for spice-html5 to open its channels.
 WINDOW = 4.0
-
-
-def spice_inventory(port: int, password: str | None) -> Inventory:
-    vm: dict[str, Any] = {
-        "uuid": SPICE_VM,
-        "name": "qemu-spice",
-        "state": "Running",
-        "hostIp": "127.0.0.1",
-        "protocol": "spice",
-        "spicePort": port,
-        "owner": "admin",
-    }
-    if password is not None:
-        vm["consolePassword"] = password
-    return Inventory.from_dict(
-        {"accounts": [{"name": "admin", "password": "password"}], "vms": [vm]}
-    )
 
 
 class Sockets:
@@ -70,12 +47,14 @@ class Sockets:
 
 
 async def test_spice_console_draws_with_the_password_kept_in_the_proxy(
-    start_stack: StartStack, new_page: Any
+    start_console_stack: StartConsoleStack, new_page: Any
 ) -> None:
     async with QemuVm(spice=True, spice_ticketing=True) as vm:
         await vm.set_password(PASSWORD, protocol="spice")
         assert vm.spice_port is not None
-        stack, _ = await start_stack(spice_inventory(vm.spice_port, PASSWORD), portal_vm=SPICE_VM)
+        stack, _ = await start_console_stack(
+            spice_inventory(vm.spice_port, PASSWORD), portal_vm=SPICE_VM
+        )
         ticket = await stack.mint(SPICE_VM)
         assert ticket["protocol"] == "spice"
         assert ticket["consoleUrl"].endswith("/console/spice#token=" + ticket["token"])
@@ -103,11 +82,13 @@ async def test_spice_console_draws_with_the_password_kept_in_the_proxy(
 
 
 async def test_spice_without_ticketing_scales_and_maps_the_mouse(
-    start_stack: StartStack, new_page: Any
+    start_console_stack: StartConsoleStack, new_page: Any
 ) -> None:
     async with QemuVm(spice=True) as vm:
         assert vm.spice_port is not None
-        stack, _ = await start_stack(spice_inventory(vm.spice_port, None), portal_vm=SPICE_VM)
+        stack, _ = await start_console_stack(
+            spice_inventory(vm.spice_port, None), portal_vm=SPICE_VM
+        )
         page = await new_page()
         await page.goto((await stack.mint(SPICE_VM))["consoleUrl"] + "&scale=none")
         await wait_state(page, "connected")
@@ -130,11 +111,11 @@ async def test_spice_without_ticketing_scales_and_maps_the_mouse(
 
 
 async def test_used_ticket_is_refused_after_the_channel_window(
-    start_stack: StartStack, new_page: Any
+    start_console_stack: StartConsoleStack, new_page: Any
 ) -> None:
     async with QemuVm(spice=True) as vm:
         assert vm.spice_port is not None
-        stack, _ = await start_stack(
+        stack, _ = await start_console_stack(
             spice_inventory(vm.spice_port, None),
             portal_vm=SPICE_VM,
             tickets={"spice_window": WINDOW},
@@ -156,12 +137,14 @@ async def test_used_ticket_is_refused_after_the_channel_window(
 
 
 async def test_wrong_password_in_zstack_is_explained_once(
-    start_stack: StartStack, new_page: Any
+    start_console_stack: StartConsoleStack, new_page: Any
 ) -> None:
     async with QemuVm(spice=True, spice_ticketing=True) as vm:
         await vm.set_password(PASSWORD, protocol="spice")
         assert vm.spice_port is not None
-        stack, _ = await start_stack(spice_inventory(vm.spice_port, "not-it"), portal_vm=SPICE_VM)
+        stack, _ = await start_console_stack(
+            spice_inventory(vm.spice_port, "not-it"), portal_vm=SPICE_VM
+        )
         page = await new_page()
         sockets = Sockets(page)
         await page.goto((await stack.mint(SPICE_VM))["consoleUrl"])
@@ -175,11 +158,13 @@ async def test_wrong_password_in_zstack_is_explained_once(
 
 
 async def test_in_portal_iframe_reconnect_asks_for_a_new_ticket(
-    start_stack: StartStack, new_page: Any
+    start_console_stack: StartConsoleStack, new_page: Any
 ) -> None:
     async with QemuVm(spice=True) as vm:
         assert vm.spice_port is not None
-        stack, _ = await start_stack(spice_inventory(vm.spice_port, None), portal_vm=SPICE_VM)
+        stack, _ = await start_console_stack(
+            spice_inventory(vm.spice_port, None), portal_vm=SPICE_VM
+        )
         page = await new_page()
         await page.goto(stack.portal_url())
         frame = await console_frame(page, "#console")

@@ -9,25 +9,26 @@ from typing import Any
 import pytest
 from playwright.async_api import Request, WebSocket
 
-from tests import test_browser
-from tests.support.browser import wait_drawn, wait_state
+from tests.support.browser import (
+    SPICE_VM,
+    StartConsoleStack,
+    spice_inventory,
+    wait_drawn,
+    wait_state,
+)
 from tests.support.qemu import QemuVm
-from tests.test_browser import StartStack
-from tests.test_spice_browser import SPICE_VM, spice_inventory
-
-browser = test_browser.browser
-new_page = test_browser.new_page
-start_stack = test_browser.start_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.qemu]
 
 
 async def test_spice_ticket_is_in_no_url(
-    start_stack: StartStack, new_page: Any, caplog: pytest.LogCaptureFixture
+    start_console_stack: StartConsoleStack, new_page: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with QemuVm(spice=True) as vm:
         assert vm.spice_port is not None
-        stack, _ = await start_stack(spice_inventory(vm.spice_port, None), portal_vm=SPICE_VM)
+        stack, _ = await start_console_stack(
+            spice_inventory(vm.spice_port, None), portal_vm=SPICE_VM
+        )
         ticket = await stack.mint(SPICE_VM)
         token = ticket["token"]
         page = await new_page()

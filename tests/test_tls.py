@@ -42,6 +42,7 @@ from tests.support.certs import Pki, write_pki
 from tests.support.fake_servers import ServerFailures
 from tests.support.qemu import QemuVm
 from tests.support.rfb_client import RfbClient, TcpStream
+from tests.support.spice_client import bare_link_mess
 from tests.support.waiting import wait_until
 
 PASSWORD = "s3cret!"
@@ -467,19 +468,12 @@ async def test_a_vencrypt_server_without_tls_configured_is_refused_clearly(
 
 SPICE_MAGIC = b"REDQ"
 SPICE_VERSION = (2, 2)
-SPICE_CHANNEL_MAIN = 1
-
-
-def spice_link_mess() -> bytes:
-    """SpiceLinkHeader + SpiceLinkMess for the main channel, no capabilities (little-endian)."""
-    body = struct.pack("<IBBIII", 0, SPICE_CHANNEL_MAIN, 0, 0, 0, 18)
-    return SPICE_MAGIC + struct.pack("<III", *SPICE_VERSION, len(body)) + body
 
 
 async def spice_link(streams: Streams) -> int:
     """Send the link message; return the error code of the server's SpiceLinkReply."""
     reader, writer = streams
-    writer.write(spice_link_mess())
+    writer.write(bare_link_mess())
     async with asyncio.timeout(TIMEOUT):
         header = await reader.readexactly(16)
         assert header[:4] == SPICE_MAGIC

@@ -16,7 +16,7 @@ from tests.support.certs import Pki, write_pki
 from tests.support.configs import make_config
 from tests.support.qemu import QemuVm
 from tests.support.rfb_client import greet_as_browser
-from tests.test_tls import spice_link_mess
+from tests.support.spice_client import bare_link_mess
 
 VM = "abcdefabcdefabcdefabcdefabcdef01"
 pytestmark = pytest.mark.qemu
@@ -120,7 +120,7 @@ async def test_spice_tls_port_is_used_when_tls_is_configured(stack: Any, pki: Pk
         status, body = await s.mint()
         assert status == 201 and body["protocol"] == "spice"
         ws = await s.open(body["token"])
-        await ws.send_bytes(spice_link_mess())
+        await ws.send_bytes(bare_link_mess())
         msg = await ws.receive(timeout=10)
         assert msg.type is WSMsgType.BINARY and msg.data[:4] == b"REDQ"
         await ws.close()

@@ -26,8 +26,7 @@ from tests.support.app_stack import Stack, start_stack, vm_entry
 from tests.support.binaries import require_binary
 from tests.support.recording_vnc import RecordingVncServer
 from tests.support.rfb_client import RfbClient, greet_as_browser
-from tests.support.services import RedisServer
-from tests.test_rfb_input import (
+from tests.support.rfb_messages import (
     CONTINUOUS,
     CUT,
     DESKTOP,
@@ -42,6 +41,7 @@ from tests.test_rfb_input import (
     QEMU_KEY,
     SET_ENCODINGS,
 )
+from tests.support.services import RedisServer
 
 XVP = bytes([250, 0, 1, 4])  # xvp: reboot the VM
 KEPT = [FBUR, SET_ENCODINGS, PIXEL_FORMAT, FENCE, CONTINUOUS]

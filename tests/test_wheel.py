@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,7 @@ from playwright.async_api import Response
 import proxy
 import proxy.app
 from proxy.app import assets_dir
-from proxy.demo.run import DEFAULT_INVENTORY, start_vnc_servers
-from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
+from proxy.demo.simulator import Inventory, create_simulator_app
 from tests.support.binaries import IN_CI
 from tests.support.browser import PageProblems, chromium, status_text, wait_drawn, wait_state
 from tests.support.configs import make_config
@@ -183,14 +182,6 @@ def test_the_installed_command_runs_from_the_venv(installed: Installed) -> None:
     run(installed.bin / "pip", "check", cwd=cwd, timeout=60)
     dump = run(installed.bin / "console-proxy", "check-config", cwd=cwd, timeout=60)
     assert dump.startswith(f"# console pages and static files from {site / 'site-packages/proxy'}")
-
-
-@pytest.fixture
-async def demo_inventory() -> AsyncIterator[Inventory]:
-    inventory, servers = await start_vnc_servers(load_inventory(DEFAULT_INVENTORY))
-    yield inventory
-    for server in servers:
-        await server.close()
 
 
 def serve_installed(installed: Installed, config: Path) -> ServeProcess:

@@ -7,7 +7,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -23,6 +23,7 @@ from proxy.demo.simulator import (
     sha512_hex,
 )
 from proxy.zstack.client import ConsoleAddress, VdiPortInfo, ZStackClient, ZStackError
+from tests.support.canned_zstack import CANNED, Canned, canned_answer
 from tests.support.fake_servers import ServerFailures
 
 MakeServer = Callable[..., Awaitable[TestServer]]
@@ -283,25 +284,6 @@ async def test_check_reachable_reports_plain_failures(
 
 
 # --- hand-made answers ------------------------------------------------------------------------
-
-
-@dataclass
-class Canned:
-    status: int = 200
-    body: str = "{}"
-    content_type: str = "application/json"
-    seen: list[tuple[str, str | None]] = field(default_factory=list)
-
-
-CANNED = web.AppKey("canned", Canned)
-
-
-async def canned_answer(request: web.Request) -> web.Response:
-    canned = request.app[CANNED]
-    canned.seen.append((request.path, request.headers.get("Authorization")))
-    if canned.status == 302:
-        return web.Response(status=302, headers={"Location": "http://127.0.0.1:1/elsewhere"})
-    return web.Response(status=canned.status, text=canned.body, content_type=canned.content_type)
 
 
 @pytest.fixture

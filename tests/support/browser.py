@@ -1,6 +1,9 @@
 """Helpers for the real-browser tests: Debian's Chromium driven by Playwright, a console stack
 (ZStack simulator + proxy + VNC servers) and a stand-in portal on a second origin.
 
+Its fixtures (``browser``, ``new_page``, ``start_console_stack``, ``demo_inventory``) are
+registered in tests/conftest.py.
+
 Playwright never downloads a browser here: it drives ``/usr/bin/chromium`` (``apt-get install
 chromium``). Its async API runs inside pytest-aiohttp's event loop.
 """
@@ -15,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,7 +34,12 @@ from playwright.async_api import (
     async_playwright,
 )
 
+from proxy.app import create_app
+from proxy.demo.portal import add_demo_routes
+from proxy.demo.run import DEFAULT_INVENTORY, start_vnc_servers
+from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
 from tests.support.binaries import IN_CI
+from tests.support.configs import make_config
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -310,3 +319,124 @@ async def console_frame(page: Page, selector: str = "iframe") -> Frame:
     frame = await handle.content_frame()
     assert frame is not None
     return frame
+
+
+# --- fixtures: Chromium, watched pages, the console stack, the demo's VMs ----------------------
+
+DEMO_VNC = "d3ad0c0de0000000000000000000a001"  # "demo-vnc" in proxy/demo/inventory.toml
+QEMU_VM = "0e3a0c0de0000000000000000000b001"
+SPICE_VM = "5b1ce0c0de0000000000000000000c01"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as browser:
+        yield browser
+
+
+StartConsoleStack = Callable[..., Awaitable[tuple[ConsoleStack, Portal]]]
+
+
+@pytest.fixture
+async def new_page(browser: Browser) -> AsyncIterator[Callable[[], Awaitable[Page]]]:
+    """Pages in one fresh browser context; each fails the test on a script error or CSP block."""
+    context = await browser.new_context(viewport=VIEWPORT)
+    watched: dict[Page, PageProblems] = {}
+
+    def watch(page: Page) -> None:
+        if page not in watched:
+            watched[page] = PageProblems(page)
+
+    async def open_page() -> Page:
+        page = await context.new_page()
+        watch(page)
+        return page
+
+    context.on("page", watch)  # also tabs the pages open themselves
+    yield open_page
+    await context.close()
+    for problems in watched.values():
+        problems.check()
+
+
+@pytest.fixture
+async def start_console_stack(
+    aiohttp_server: Any, tmp_path: Path
+) -> AsyncIterator[StartConsoleStack]:
+    """``await start_console_stack(inventory, portal_vm=..., **config_sections)``: the simulator
+    serving ``inventory``, a portal on a second origin and the proxy (with the demo's routes)."""
+    started: list[ConsoleStack] = []
+
+    async def start(
+        inventory: Inventory, *, portal_vm: str = DEMO_VNC, **sections: Any
+    ) -> tuple[ConsoleStack, Portal]:
+        simulator: TestServer = await aiohttp_server(create_simulator_app(inventory))
+        portal = Portal(portal_vm)
+        portal_server: TestServer = await aiohttp_server(portal.app())
+        zstack_url = str(simulator.make_url("/zstack"))
+        server = sections.setdefault("server", {})
+        server["frame_ancestors"] = ["'self'", str(portal_server.make_url("/").origin())]
+        config = make_config(zstack={"url": zstack_url, "timeout": 5.0}, **sections)
+        app = create_app(config)
+        add_demo_routes(app, inventory, zstack_url)
+        stack = ConsoleStack(await aiohttp_server(app), simulator, portal_server)
+        portal.stack = stack
+        started.append(stack)
+        return stack, portal
+
+    yield start
+    for stack in started:
+        await stack.close()
+
+
+@pytest.fixture
+async def demo_inventory() -> AsyncIterator[Inventory]:
+    """The demo's inventory, its VMs served by live demo VNC servers."""
+    inventory, servers = await start_vnc_servers(load_inventory(DEFAULT_INVENTORY))
+    yield inventory
+    for server in servers:
+        await server.close()
+
+
+def qemu_inventory(port: int) -> Inventory:
+    return Inventory.from_dict(
+        {
+            "accounts": [{"name": "admin", "password": "password"}],
+            "vms": [
+                {
+                    "uuid": QEMU_VM,
+                    "name": "qemu",
+                    "state": "Running",
+                    "hostIp": "127.0.0.1",
+                    "protocol": "vnc",
+                    "vncPort": port,
+                    "owner": "admin",
+                }
+            ],
+        }
+    )
+
+
+def spice_inventory(port: int, password: str | None) -> Inventory:
+    vm: dict[str, Any] = {
+        "uuid": SPICE_VM,
+        "name": "qemu-spice",
+        "state": "Running",
+        "hostIp": "127.0.0.1",
+        "protocol": "spice",
+        "spicePort": port,
+        "owner": "admin",
+    }
+    if password is not None:
+        vm["consolePassword"] = password
+    return Inventory.from_dict(
+        {"accounts": [{"name": "admin", "password": "password"}], "vms": [vm]}
+    )
+
+
+def artifact(name: str) -> Path:
+    """Screenshots go to .test-artifacts/ (gitignored) for a person to look at."""
+    directory = REPO / ".test-artifacts"
+    directory.mkdir(exist_ok=True)
+    return directory / name

@@ -79,6 +79,11 @@ def link_mess(
     return HEADER.pack(b"REDQ", 2, 2, len(body) + len(caps)) + body + caps
 
 
+def bare_link_mess() -> bytes:
+    """SpiceLinkHeader + SpiceLinkMess for the main channel with no capabilities at all."""
+    return link_mess(common=(), channel=())
+
+
 def ticket(mechanism: int | None = 1) -> bytes:
     """What spice-html5 sends when it has no password: a mechanism and 128 bytes of ciphertext."""
     return (b"" if mechanism is None else struct.pack("<I", mechanism)) + b"\xaa" * 128
