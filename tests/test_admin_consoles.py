@@ -19,12 +19,14 @@ from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
 from proxy.demo.simulator import Inventory, create_simulator_app
+from proxy.web.keys import CONFIG
 from tests.support.binaries import require_binary
 from tests.support.configs import make_config
 from tests.support.recording_vnc import RecordingVncServer
 from tests.support.rfb_client import ByteStream, greet_as_browser
 from tests.support.rfb_messages import FBUR, KEY, POINTER
 from tests.support.services import RedisServer
+from tests.support.stack import ADMIN, PASSWORD, zstack_login
 
 VM = "0123456789abcdef0123456789abcdef"
 TOKEN = "admin-consoles-test-token"
@@ -93,7 +95,7 @@ async def instances(
     async def start(count: int = 1, **tickets: Any) -> list[Instance]:
         inventory = Inventory.from_dict(
             {
-                "accounts": [{"name": "admin", "password": "pw"}],
+                "accounts": [{"name": ADMIN, "password": PASSWORD}],
                 "vms": [
                     {
                         "uuid": VM,
@@ -125,10 +127,7 @@ async def instances(
 
 
 async def portal_session(http: aiohttp.ClientSession, proxy: Instance) -> str:
-    from proxy.web.keys import CONFIG
-    from tests.support.app_stack import login
-
-    return await login(http, proxy.server.app[CONFIG].zstack.url)
+    return await zstack_login(http, proxy.server.app[CONFIG].zstack.url)
 
 
 async def until(check: Callable[[], Awaitable[Any]], timeout: float = 2.0) -> Any:

@@ -4,108 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import logging
 import time
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import WSMsgType
-from aiohttp.test_utils import TestServer
 
-from proxy.app import create_app
 from proxy.closecodes import Close
-from proxy.demo.simulator import SIMULATOR_CONTROL, Inventory, create_simulator_app
-from proxy.web.accesslog import RedactingAccessLogger
+from proxy.demo.simulator import SIMULATOR_CONTROL
 from proxy.web.keys import REGISTRY
-from tests.support.configs import make_config
-from tests.support.net import free_port, rfb_echo
+from tests.support.net import free_port
 from tests.support.rfb_client import greet_as_browser
+from tests.support.stack import FAR_VM, STOPPED, VM, request_console
 from tests.support.waiting import wait_until
-
-VM = "0123456789abcdef0123456789abcdef"
-STOPPED = "0123456789abcdef0123456789abcde0"
-ALICE_VM = "0123456789abcdef0123456789abcde1"
-FAR_VM = "0123456789abcdef0123456789abcde2"
-
-
-def inventory(port: int) -> Inventory:
-    vm = {"hostIp": "127.0.0.1", "protocol": "vnc", "vncPort": port, "owner": "admin"}
-    return Inventory.from_dict(
-        {
-            "accounts": [
-                {"name": "admin", "password": "password"},
-                {"name": "alice", "password": "alice-pw"},
-            ],
-            "vms": [
-                {**vm, "uuid": VM, "name": "vm", "state": "Running"},
-                {**vm, "uuid": STOPPED, "name": "stopped", "state": "Stopped"},
-                {**vm, "uuid": ALICE_VM, "name": "alices", "state": "Running", "owner": "alice"},
-                {**vm, "uuid": FAR_VM, "name": "far", "state": "Running", "hostIp": "10.1.2.3"},
-            ],
-        }
-    )
-
-
-class Stack:
-    """The simulator, the proxy and a console target, started together."""
-
-    def __init__(self, proxy: TestServer, simulator: TestServer, target: Any) -> None:
-        self.proxy = proxy
-        self.simulator = simulator
-        self.target = target
-        self.http = aiohttp.ClientSession()
-
-    async def login(self, name: str = "admin", password: str = "password") -> str:
-        body = {
-            "logInByAccount": {
-                "accountName": name,
-                "password": hashlib.sha512(password.encode()).hexdigest(),
-            }
-        }
-        async with self.http.put(
-            self.simulator.make_url("/zstack/v1/accounts/login"), json=body
-        ) as r:
-            assert r.status == 200
-            return str((await r.json())["inventory"]["uuid"])
-
-    async def mint(self, session: str | None, body: Any, **kwargs: Any) -> tuple[int, Any]:
-        headers = {"Authorization": f"OAuth {session}"} if session else {}
-        async with self.http.post(
-            self.proxy.make_url("/api/v1/consoles"), json=body, headers=headers, **kwargs
-        ) as response:
-            return response.status, await response.json()
-
-    async def connect(self, token: str) -> aiohttp.ClientWebSocketResponse:
-        return await self.http.ws_connect(self.proxy.make_url(f"/websockify?token={token}"))
-
-
-@pytest.fixture
-async def stack(aiohttp_server: Any, tcp_target: Any) -> Any:
-    async def start(**sections: Any) -> Stack:
-        target = await tcp_target(rfb_echo)
-        # The simulator stands in for ZStack, whose logs are not ours: keep them out of caplog.
-        simulator = await aiohttp_server(
-            create_simulator_app(inventory(target.port)), access_log=None
-        )
-        sections.setdefault("zstack", {}).setdefault("url", str(simulator.make_url("/zstack")))
-        proxy = await aiohttp_server(
-            create_app(make_config(**sections)), access_log_class=RedactingAccessLogger
-        )
-        made.append(Stack(proxy, simulator, target))
-        return made[-1]
-
-    made: list[Stack] = []
-    yield start
-    for s in made:
-        await s.http.close()
 
 
 async def test_mint_returns_a_ticket_that_opens_the_console_once(stack: Any) -> None:
     s = await stack()
-    status, body = await s.mint(await s.login(), {"vmUuid": VM})
+    status, body = await s.request_console(await s.login(), {"vmUuid": VM})
     assert status == 201, body
     assert set(body) == {"token", "consoleUrl", "protocol", "expiresAt"}
     assert len(base64.urlsafe_b64decode(body["token"] + "=")) * 8 >= 128
@@ -113,12 +31,12 @@ async def test_mint_returns_a_ticket_that_opens_the_console_once(stack: Any) -> 
     assert body["consoleUrl"] == f"{s.proxy.make_url('/console/vnc')}#token={body['token']}"
     expires = datetime.fromisoformat(body["expiresAt"].replace("Z", "+00:00")).timestamp()
     assert 25 <= expires - time.time() <= 31
-    ws = await s.connect(body["token"])
+    ws = await s.open(body["token"])
     stream = await greet_as_browser(ws)
     await stream.write(b"RFB")
     assert await stream.read_exactly(3, 5) == b"RFB"
     await ws.close()
-    replay = await s.connect(body["token"])
+    replay = await s.open(body["token"])
     msg = await replay.receive(timeout=5)
     assert msg.type is WSMsgType.CLOSE and msg.data == 4401
     await replay.close()
@@ -128,15 +46,15 @@ async def test_mint_returns_a_ticket_that_opens_the_console_once(stack: Any) -> 
 async def test_tokens_are_distinct(stack: Any) -> None:
     s = await stack()
     session = await s.login()
-    tokens = {(await s.mint(session, {"vmUuid": VM}))[1]["token"] for _ in range(20)}
+    tokens = {(await s.request_console(session, {"vmUuid": VM}))[1]["token"] for _ in range(20)}
     assert len(tokens) == 20
 
 
 async def test_expired_ticket_is_refused(stack: Any) -> None:
     s = await stack(tickets={"ttl": 0.3})
-    _, body = await s.mint(await s.login(), {"vmUuid": VM})
+    _, body = await s.request_console(await s.login(), {"vmUuid": VM})
     await asyncio.sleep(0.5)
-    ws = await s.connect(body["token"])
+    ws = await s.open(body["token"])
     msg = await ws.receive(timeout=5)
     assert msg.data == 4401
     await ws.close()
@@ -146,7 +64,7 @@ async def test_expired_ticket_is_refused(stack: Any) -> None:
 async def test_dashed_uppercase_uuid_is_accepted(stack: Any) -> None:
     s = await stack()
     dashed = f"{VM[:8]}-{VM[8:12]}-{VM[12:16]}-{VM[16:20]}-{VM[20:]}".upper()
-    status, _ = await s.mint(await s.login(), {"vmUuid": dashed})
+    status, _ = await s.request_console(await s.login(), {"vmUuid": dashed})
     assert status == 201
 
 
@@ -168,7 +86,7 @@ async def test_zstack_answers_map_to_statuses(
         session = await s.login()
     elif session == "alice":
         session = await s.login("alice", "alice-pw")
-    got, body = await s.mint(session, {"vmUuid": vm})
+    got, body = await s.request_console(session, {"vmUuid": vm})
     assert (got, body["error"]["code"]) == (status, code), body
     assert body["error"]["description"]
     assert s.target.connections == 0
@@ -176,7 +94,7 @@ async def test_zstack_answers_map_to_statuses(
 
 async def test_target_outside_policy_is_never_dialled(stack: Any) -> None:
     s = await stack(targets={"allow": ["10.0.0.0/8:5900-5999"]})
-    status, body = await s.mint(await s.login(), {"vmUuid": VM})
+    status, body = await s.request_console(await s.login(), {"vmUuid": VM})
     assert status == 403 and body["error"]["code"] == "TARGET.FORBIDDEN"
     assert s.target.connections == 0
 
@@ -220,7 +138,7 @@ async def test_wrong_method_is_405_json(stack: Any) -> None:
 
 async def test_zstack_down_is_502(stack: Any) -> None:
     s = await stack(zstack={"url": f"http://127.0.0.1:{free_port()}/zstack"})
-    status, body = await s.mint("0" * 32, {"vmUuid": VM})
+    status, body = await s.request_console("0" * 32, {"vmUuid": VM})
     assert status == 502 and body["error"]["code"] == "ZSTACK.UNREACHABLE"
 
 
@@ -229,7 +147,7 @@ async def test_zstack_slower_than_timeout_is_504_in_time(stack: Any) -> None:
     session = await s.login()
     s.simulator.app[SIMULATOR_CONTROL].delay = 3.0
     started = time.monotonic()
-    status, body = await s.mint(session, {"vmUuid": VM})
+    status, body = await s.request_console(session, {"vmUuid": VM})
     assert status == 504 and body["error"]["code"] == "ZSTACK.TIMEOUT"
     assert time.monotonic() - started < 2.5  # before ZStack's answer; room for a loaded machine
 
@@ -238,7 +156,7 @@ async def test_zstack_plain_text_500_is_502(stack: Any) -> None:
     s = await stack()
     session = await s.login()
     s.simulator.app[SIMULATOR_CONTROL].fail_next = 500
-    status, body = await s.mint(session, {"vmUuid": VM})
+    status, body = await s.request_console(session, {"vmUuid": VM})
     assert status == 502 and body["error"]["code"] == "ZSTACK.HTTP_500"
 
 
@@ -246,9 +164,9 @@ async def test_session_never_logged(stack: Any, caplog: pytest.LogCaptureFixture
     caplog.set_level(logging.DEBUG)
     s = await stack()
     session = await s.login()
-    _, body = await s.mint(session, {"vmUuid": VM})
-    await s.mint(session, {"vmUuid": STOPPED})
-    ws = await s.connect(body["token"])
+    _, body = await s.request_console(session, {"vmUuid": VM})
+    await s.request_console(session, {"vmUuid": STOPPED})
+    ws = await s.open(body["token"])
     stream = await greet_as_browser(ws)
     await stream.write(b"x")
     await stream.read_exactly(1, 5)
@@ -300,7 +218,8 @@ async def test_console_page_carries_csp_with_frame_ancestors(stack: Any) -> None
 
 async def test_everything_under_base_path(stack: Any) -> None:
     s = await stack(server={"base_path": "/console-proxy"})
-    status, body = await s.mint(await s.login(), {"vmUuid": VM})
+    unprefixed = str(s.proxy.make_url("/api/v1/consoles"))
+    status, body = await request_console(s.http, unprefixed, await s.login(), {"vmUuid": VM})
     assert status == 404  # the API moved under the prefix
     headers = {"Authorization": f"OAuth {await s.login()}"}
     url = s.proxy.make_url("/console-proxy/api/v1/consoles")

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 
 from proxy.demo.simulator import SIMULATOR_CONTROL
-from tests.support.app_stack import VM, AiohttpServer, Stack, start_stack, vm_entry
 from tests.support.net import TcpTarget, rfb_echo
 from tests.support.rfb_client import greet_as_browser
+from tests.support.stack import VM, AiohttpServer, Stack, start_stack, vm_entry
 
 BOTH = "0123456789abcdef0123456789abcd02"
 SPICE_ONLY = "0123456789abcdef0123456789abcd03"

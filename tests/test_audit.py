@@ -14,10 +14,10 @@ import aiohttp
 
 from proxy.demo.simulator import ADMIN_UUID, create_simulator_app
 from proxy.demo.vncserver import DemoVncServer
-from tests.support.app_stack import VM, AiohttpServer, inventory, login, vm_entry
 from tests.support.net import free_port
 from tests.support.rfb_client import greet_as_browser
 from tests.support.serve_process import ServeProcess
+from tests.support.stack import VM, AiohttpServer, inventory, vm_entry, zstack_login
 
 PASSWORD = "s3cret-audit"
 
@@ -39,7 +39,7 @@ async def test_default_audit_sink_is_stderr_with_open_and_close_and_no_secrets(
         # DEBUG: the most the process ever says, none of it may carry a secret.
         proxy = ServeProcess(port, ["--listen", f"127.0.0.1:{port}"], tmp_path, env, "DEBUG")
         async with proxy, aiohttp.ClientSession() as http:
-            session = await login(http, zstack)
+            session = await zstack_login(http, zstack)
             async with http.post(
                 f"{proxy.url}/api/v1/consoles",
                 json={"vmUuid": VM},

@@ -37,9 +37,9 @@ async def test_audit_names_the_account_that_minted(
     audit = tmp_path / "audit.jsonl"
     s = await stack(audit={"sink": f"file:{audit}"})
     session = await s.login(account, password)
-    status, body = await s.mint(session, {"vmUuid": vm})
+    status, body = await s.request_console(session, {"vmUuid": vm})
     assert status == 201
-    ws = await s.connect(body["token"])
+    ws = await s.open(body["token"])
     await greet_as_browser(ws)
     await ws.close()
     async with aiohttp.ClientSession() as http:
@@ -79,9 +79,9 @@ async def test_a_console_opens_when_zstack_will_not_say_whose_session(
     monkeypatch.setattr(ZStackClient, "get_account", refuse)
     audit = tmp_path / "audit.jsonl"
     s = await stack(audit={"sink": f"file:{audit}"})
-    status, body = await s.mint(await s.login(), {"vmUuid": VM})
+    status, body = await s.request_console(await s.login(), {"vmUuid": VM})
     assert status == 201
-    ws = await s.connect(body["token"])
+    ws = await s.open(body["token"])
     await greet_as_browser(ws)
     await ws.close()
     await wait_for_close_event(audit)

@@ -13,10 +13,17 @@ from typing import Any
 import aiohttp
 
 from proxy.demo.simulator import create_simulator_app
-from tests.support.app_stack import VM, AiohttpServer, inventory, login, vm_entry
 from tests.support.net import TcpTarget, free_port, rfb_echo
 from tests.support.rfb_client import greet_as_browser
 from tests.support.serve_process import ServeProcess
+from tests.support.stack import (
+    VM,
+    AiohttpServer,
+    inventory,
+    request_console,
+    vm_entry,
+    zstack_login,
+)
 
 
 def write_config(path: Path, port: int, zstack: str) -> Path:
@@ -43,12 +50,7 @@ async def simulated_zstack(aiohttp_server: AiohttpServer, tcp_target: Any) -> tu
 
 
 async def mint(http: aiohttp.ClientSession, base: str, session: str) -> tuple[int, Any]:
-    async with http.post(
-        f"{base}/api/v1/consoles",
-        json={"vmUuid": VM},
-        headers={"Authorization": f"OAuth {session}"},
-    ) as answer:
-        return answer.status, await answer.json()
+    return await request_console(http, f"{base}/api/v1/consoles", session, {"vmUuid": VM})
 
 
 async def test_serve_with_only_a_config_file_listens_where_it_says_and_mints(
@@ -61,7 +63,12 @@ async def test_serve_with_only_a_config_file_listens_where_it_says_and_mints(
         ServeProcess(port, ["--config", str(config)], tmp_path),
         aiohttp.ClientSession() as http,
     ):
-        status, body = await mint(http, f"http://127.0.0.1:{port}", await login(http, zstack))
+        status, body = await request_console(
+            http,
+            f"http://127.0.0.1:{port}/api/v1/consoles",
+            await zstack_login(http, zstack),
+            {"vmUuid": VM},
+        )
         assert status == 201, body
         assert body["consoleUrl"].startswith(f"http://127.0.0.1:{port}/console/vnc#token=")
         ws = await http.ws_connect(f"http://127.0.0.1:{port}/websockify?token={body['token']}")
@@ -78,7 +85,7 @@ async def test_zstack_url_flag_wins_over_the_config_file(
     zstack, _ = await simulated_zstack(aiohttp_server, tcp_target)
     nowhere = f"http://127.0.0.1:{free_port()}/zstack"  # nothing listens there
     async with aiohttp.ClientSession() as http:
-        session = await login(http, zstack)
+        session = await zstack_login(http, zstack)
         # The file alone points at the dead ZStack: the mint fails...
         port = free_port()
         config = write_config(tmp_path / "file-only.toml", port, nowhere)
@@ -102,7 +109,12 @@ async def test_zstack_url_and_listen_flags_without_a_config_file(
     args = ["--listen", f"127.0.0.1:{port}", "--zstack-url", zstack]
     env = {"CONSOLE_PROXY_TARGETS_ALLOW": "127.0.0.0/8"}
     async with ServeProcess(port, args, tmp_path, env), aiohttp.ClientSession() as http:
-        status, body = await mint(http, f"http://127.0.0.1:{port}", await login(http, zstack))
+        status, body = await request_console(
+            http,
+            f"http://127.0.0.1:{port}/api/v1/consoles",
+            await zstack_login(http, zstack),
+            {"vmUuid": VM},
+        )
     assert status == 201, body
 
 
@@ -143,7 +155,12 @@ async def test_serve_starts_beside_kubernetes_service_variables(
         ServeProcess(port, ["--config", str(config)], tmp_path, env=injected) as proxy,
         aiohttp.ClientSession() as http,
     ):
-        status, body = await mint(http, f"http://127.0.0.1:{port}", await login(http, zstack))
+        status, body = await request_console(
+            http,
+            f"http://127.0.0.1:{port}/api/v1/consoles",
+            await zstack_login(http, zstack),
+            {"vmUuid": VM},
+        )
         assert status == 201, body
     warnings = [line for line in proxy.stderr.splitlines() if "unknown environment" in line]
     assert len(warnings) == 1 and all(name in warnings[0] for name in injected)

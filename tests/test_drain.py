@@ -16,10 +16,10 @@ from aiohttp import WSMsgType
 
 from proxy.closecodes import Close
 from proxy.demo.simulator import create_simulator_app
-from tests.support.app_stack import VM, AiohttpServer, inventory, login, vm_entry
 from tests.support.net import TcpTarget, free_port, rfb_echo
 from tests.support.rfb_client import greet_as_browser
 from tests.support.serve_process import ServeProcess
+from tests.support.stack import VM, AiohttpServer, inventory, vm_entry, zstack_login
 
 DRAIN = 4.0
 
@@ -41,7 +41,7 @@ async def test_sigterm_drains_open_consoles_then_closes_them_with_1001_and_exits
     }
     proxy = ServeProcess(port, ["--listen", f"127.0.0.1:{port}"], tmp_path, env)
     async with proxy, aiohttp.ClientSession() as http:
-        session = await login(http, zstack)
+        session = await zstack_login(http, zstack)
         tokens = []
         for _ in range(2):
             async with http.post(

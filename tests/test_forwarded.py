@@ -8,27 +8,20 @@ into the audit's ``client``; one that can forge the host gets a consoleUrl on it
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from proxy.app import create_app
 from proxy.config import ConfigError, load_config
 from proxy.consoles.limits import RateLimiter
-from proxy.demo.simulator import Inventory, create_simulator_app
 from tests.support.binaries import require_binary
-from tests.support.configs import make_config
-from tests.support.net import rfb_echo
 from tests.support.reverse_proxies import (
     BASE,
     Tls,
@@ -39,79 +32,11 @@ from tests.support.reverse_proxies import (
 )
 from tests.support.rfb_client import greet_as_browser
 from tests.support.services import HAProxy, stop
+from tests.support.stack import AiohttpServer, Stack, post_mint, start_audited_stack
 
-VM = "0123456789abcdef0123456789abcdef"
-AiohttpServer = Callable[..., Awaitable[TestServer]]
 Kind = Literal["nginx", "haproxy"]
 # The browser's address behind the reverse proxy; its TCP peer is the reverse proxy, 127.0.0.1.
 CLIENT = "127.0.0.3"
-
-
-@dataclass
-class Stack:
-    """The ZStack simulator, a VNC target, and the proxy (trusting loopback), with its audit."""
-
-    proxy: TestServer
-    simulator: TestServer
-    audit: Path
-    session: str
-    base: str
-
-    def url(self, path: str) -> str:
-        return str(self.proxy.make_url(f"{self.base}{path}"))
-
-
-async def start_stack(
-    aiohttp_server: AiohttpServer, tcp_target: Any, tmp_path: Path, **sections: Any
-) -> Stack:
-    """Everything behind one proxy app; ``sections`` are config overrides by section."""
-    target = await tcp_target(rfb_echo)
-    inventory = Inventory.from_dict(
-        {
-            "accounts": [{"name": "admin", "password": "pw"}],
-            "vms": [
-                {
-                    "uuid": VM,
-                    "name": "vm",
-                    "state": "Running",
-                    "hostIp": "127.0.0.1",
-                    "protocol": "vnc",
-                    "vncPort": target.port,
-                    "owner": "admin",
-                }
-            ],
-        }
-    )
-    simulator = await aiohttp_server(create_simulator_app(inventory), access_log=None)
-    audit = tmp_path / "audit.jsonl"
-    sections.setdefault("zstack", {})["url"] = str(simulator.make_url("/zstack"))
-    sections.setdefault("audit", {})["sink"] = f"file:{audit}"
-    config = make_config(**sections)
-    proxy = await aiohttp_server(create_app(config))
-    body = {
-        "logInByAccount": {"accountName": "admin", "password": hashlib.sha512(b"pw").hexdigest()}
-    }
-    async with (
-        aiohttp.ClientSession() as http,
-        http.put(simulator.make_url("/zstack/v1/accounts/login"), json=body) as answer,
-    ):
-        session = str((await answer.json())["inventory"]["uuid"])
-    return Stack(proxy, simulator, audit, session, config.server.base_path)
-
-
-async def post_mint(
-    url: str, session: str, headers: dict[str, str], **kwargs: Any
-) -> tuple[int, dict[str, Any]]:
-    async with (
-        aiohttp.ClientSession(connector=kwargs.pop("connector", None)) as http,
-        http.post(
-            url,
-            json={"vmUuid": VM},
-            headers={"Authorization": f"OAuth {session}", **headers},
-            **kwargs,
-        ) as answer,
-    ):
-        return answer.status, dict(await answer.json())
 
 
 async def audited_clients(audit: Path, count: int) -> list[str]:
@@ -136,7 +61,7 @@ async def trusting(
 ) -> Callable[..., Awaitable[Stack]]:
     async def start(limits: dict[str, Any] | None = None, **server: Any) -> Stack:
         server.setdefault("trusted_proxies", ["127.0.0.1/32"])
-        return await start_stack(
+        return await start_audited_stack(
             aiohttp_server, tcp_target, tmp_path, server=server, limits=limits or {}
         )
 
@@ -314,7 +239,7 @@ async def test_a_clients_forwarded_header_changes_nothing_behind_the_reverse_pro
     tls: Tls,
     start_front: Callable[[Kind, int], int],
 ) -> None:
-    s = await start_stack(
+    s = await start_audited_stack(
         aiohttp_server,
         tcp_target,
         tmp_path,

@@ -12,9 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.closecodes import Close
-from tests.support.app_stack import VM, AiohttpServer, Stack, start_stack, vm_entry
 from tests.support.net import TcpTarget, rfb_echo
 from tests.support.rfb_client import greet_as_browser
+from tests.support.stack import VM, AiohttpServer, Stack, start_stack, vm_entry
 
 StartStack = Callable[..., Awaitable[Stack]]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.support.app_stack import VM, AiohttpServer, Stack, start_stack, vm_entry
 from tests.support.browser import VIEWPORT, PageProblems, wait_drawn, wait_state
 from tests.support.net import TcpTarget
+from tests.support.stack import VM, AiohttpServer, Stack, start_stack, vm_entry
 
 pytestmark = pytest.mark.browser
 

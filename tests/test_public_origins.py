@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.config import ConfigError, load_config
 from tests.support.rfb_client import greet_as_browser
-from tests.test_forwarded import Stack, post_mint, start_stack
+from tests.support.stack import Stack, post_mint, start_audited_stack
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 PUBLIC = "https://console.example.com"
@@ -26,7 +26,7 @@ async def stack(
     aiohttp_server: AiohttpServer, tcp_target: Any, tmp_path: Path
 ) -> Callable[..., Awaitable[Stack]]:
     async def start(**server: Any) -> Stack:
-        return await start_stack(aiohttp_server, tcp_target, tmp_path, server=server)
+        return await start_audited_stack(aiohttp_server, tcp_target, tmp_path, server=server)
 
     return start
 

@@ -23,11 +23,11 @@ from proxy.closecodes import Close
 from proxy.demo.run import DEFAULT_INVENTORY
 from proxy.demo.simulator import create_simulator_app, load_inventory
 from proxy.demo.vncserver import DemoVncServer
-from tests.support.app_stack import AiohttpServer
 from tests.support.binaries import require_binary
 from tests.support.configs import make_config
 from tests.support.rfb_client import greet_as_browser
 from tests.support.services import RedisServer
+from tests.support.stack import AiohttpServer
 
 LOCKED = "demo-vnc-password"  # the demo VM with a console password
 

@@ -20,11 +20,11 @@ from jwcrypto import jwk, jwt
 from redis import Redis
 
 from proxy.closecodes import Close
-from tests.support.app_stack import AiohttpServer, Stack, start_stack
 from tests.support.binaries import require_binary
 from tests.support.configs import write_token_file
 from tests.support.net import TcpTarget, echo
 from tests.support.services import RedisServer
+from tests.support.stack import AiohttpServer, Stack, start_stack
 
 StartStack = Callable[..., Awaitable[Stack]]
 StartTarget = Callable[..., Awaitable[TcpTarget]]

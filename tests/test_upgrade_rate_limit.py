@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from proxy.closecodes import Close
-from tests.support.app_stack import VM, AiohttpServer, Stack, start_stack, vm_entry
 from tests.support.net import TcpTarget, rfb_echo
 from tests.support.rfb_client import greet_as_browser
+from tests.support.stack import VM, AiohttpServer, Stack, start_stack, vm_entry
 
 StartStack = Callable[..., Awaitable[Stack]]
 

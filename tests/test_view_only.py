@@ -22,7 +22,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.protocols.rfb.input import ClientStreamFilter
-from tests.support.app_stack import Stack, start_stack, vm_entry
 from tests.support.binaries import require_binary
 from tests.support.recording_vnc import RecordingVncServer
 from tests.support.rfb_client import RfbClient, greet_as_browser
@@ -42,6 +41,7 @@ from tests.support.rfb_messages import (
     SET_ENCODINGS,
 )
 from tests.support.services import RedisServer
+from tests.support.stack import Stack, start_stack, vm_entry
 
 XVP = bytes([250, 0, 1, 4])  # xvp: reboot the VM
 KEPT = [FBUR, SET_ENCODINGS, PIXEL_FORMAT, FENCE, CONTINUOUS]

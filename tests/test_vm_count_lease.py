@@ -21,13 +21,13 @@ from aiohttp import WSMsgType
 from proxy.app import create_app
 from proxy.closecodes import Close
 from proxy.demo.simulator import create_simulator_app
-from tests.support.app_stack import VM, AiohttpServer, inventory, login, vm_entry
 from tests.support.binaries import require_binary
 from tests.support.configs import make_config
 from tests.support.net import free_port, rfb_echo
 from tests.support.rfb_client import greet_as_browser
 from tests.support.serve_process import ServeProcess
 from tests.support.services import RedisServer
+from tests.support.stack import VM, AiohttpServer, inventory, vm_entry, zstack_login
 
 LEASE = 60.0
 
@@ -71,7 +71,7 @@ async def lease_scenario(
         )
     )
     async with doomed, aiohttp.ClientSession() as http:
-        session = await login(http, zstack)
+        session = await zstack_login(http, zstack)
 
         async def mint(base: str) -> str:
             async with http.post(
