@@ -6,10 +6,11 @@ from typing import Any
 
 # Shared fixtures, each defined once beside its helper in tests/support/.
 pytest_plugins = [
-    "tests.support.browser",  # browser, new_page, start_console_stack, demo_inventory
+    # In dependency order: a module is registered before another one imports it.
     "tests.support.fake_servers",  # server_failures, and the hook that raises them
     "tests.support.net",  # tcp_target
     "tests.support.stack",  # stack
+    "tests.support.browser",  # browser, new_page, start_console_stack, demo_inventory
 ]
 
 

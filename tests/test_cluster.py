@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -36,6 +35,7 @@ from tests.support.services import (
     read_metric,
     start_round_robin,
 )
+from tests.support.stack import zstack_login
 from tests.support.waiting import wait_until
 
 VM = "0123456789abcdef0123456789abcdef"
@@ -103,11 +103,7 @@ class Cluster:
 
     async def login(self) -> str:
         if not self.session:
-            password = hashlib.sha512(b"password").hexdigest()
-            body = {"logInByAccount": {"accountName": "admin", "password": password}}
-            async with self.http.put(f"{self.zstack}/v1/accounts/login", json=body) as answer:
-                assert answer.status == 200, await answer.text()
-                self.session = str((await answer.json())["inventory"]["uuid"])
+            self.session = await zstack_login(self.http, self.zstack)
         return self.session
 
     async def mint(self, where: str) -> tuple[int, Any]:

@@ -4,7 +4,6 @@ and the page reconnects through the balancer with a fresh ticket from the portal
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,7 @@ from tests.support.browser import (
     wait_state,
 )
 from tests.support.services import ProcessCluster, RedisServer
+from tests.support.stack import zstack_login
 
 pytestmark = pytest.mark.browser
 
@@ -68,11 +68,7 @@ class Portal:
         assert self.balancer_url, "the cluster is not running yet"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             if not self.session:
-                password = hashlib.sha512(b"password").hexdigest()
-                body = {"logInByAccount": {"accountName": "admin", "password": password}}
-                url = f"{self.zstack_url}/v1/accounts/login"
-                async with http.put(url, json=body) as answer:
-                    self.session = str((await answer.json())["inventory"]["uuid"])
+                self.session = await zstack_login(http, self.zstack_url)
             async with http.post(
                 f"{self.balancer_url}/api/v1/consoles",
                 json={"vmUuid": VM},

@@ -23,7 +23,7 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
-from proxy.demo.simulator import Inventory, create_simulator_app, sha512_hex
+from proxy.demo.simulator import Inventory, create_simulator_app
 from tests.support.configs import make_config, write_token_file
 from tests.support.qemu import QemuVm
 from tests.support.rfb_client import (
@@ -31,6 +31,7 @@ from tests.support.rfb_client import (
     RfbClient,
     ServerInit,
 )
+from tests.support.stack import zstack_login
 
 pytestmark = pytest.mark.qemu
 
@@ -58,10 +59,8 @@ class Stack:
     session: str = ""
 
     async def login(self) -> None:
-        body = {"logInByAccount": {"accountName": "admin", "password": sha512_hex(ADMIN_PASSWORD)}}
-        async with self.http.put(self.zstack.make_url("/zstack/v1/accounts/login"), json=body) as r:
-            assert r.status == 200, await r.text()
-            self.session = (await r.json())["inventory"]["uuid"]
+        zstack_url = str(self.zstack.make_url("/zstack"))
+        self.session = await zstack_login(self.http, zstack_url, "admin", ADMIN_PASSWORD)
 
     async def mint(self, vm_uuid: str = VM_UUID) -> tuple[int, dict[str, Any]]:
         async with self.http.post(

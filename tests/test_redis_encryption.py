@@ -6,7 +6,6 @@ the instance that minted it or another with the same key."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from tests.support.binaries import require_binary
 from tests.support.configs import make_config
 from tests.support.rfb_client import greet_as_browser
 from tests.support.services import RedisServer
-from tests.support.stack import AiohttpServer
+from tests.support.stack import AiohttpServer, zstack_login
 
 LOCKED = "demo-vnc-password"  # the demo VM with a console password
 
@@ -46,14 +45,7 @@ class Demo:
         self.http = aiohttp.ClientSession()
 
     async def mint(self, proxy: TestServer) -> str:
-        body = {
-            "logInByAccount": {
-                "accountName": "admin",
-                "password": hashlib.sha512(b"password").hexdigest(),
-            }
-        }
-        async with self.http.put(f"{self.zstack}/v1/accounts/login", json=body) as answer:
-            session = (await answer.json())["inventory"]["uuid"]
+        session = await zstack_login(self.http, self.zstack)
         async with self.http.post(
             proxy.make_url("/api/v1/consoles"),
             json={"vmUuid": self.vm_uuid},

@@ -35,7 +35,6 @@ from tests.support.browser import (
     VIEWPORT,
     PageProblems,
     chromium,
-    sha512_hex,
     status_text,
     wait_drawn,
     wait_state,
@@ -50,6 +49,7 @@ from tests.support.reverse_proxies import (
     start_nginx_process,
 )
 from tests.support.services import HAProxy, stop
+from tests.support.stack import zstack_login
 
 pytestmark = pytest.mark.browser
 
@@ -155,13 +155,9 @@ def start_front(tmp_path: Path, tls: Tls) -> Iterator[Callable[[Kind, int], Fron
 
 async def login(stack: Stack) -> str:
     """A ZStack session, as the portal holds one (straight from the simulator)."""
-    body = {"logInByAccount": {"accountName": ADMIN, "password": sha512_hex(PASSWORD)}}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.put(stack.simulator.make_url("/zstack/v1/accounts/login"), json=body) as answer,
-    ):
-        assert answer.status == 200, await answer.text()
-        return str((await answer.json())["inventory"]["uuid"])
+    async with aiohttp.ClientSession() as http:
+        zstack_url = str(stack.simulator.make_url("/zstack"))
+        return await zstack_login(http, zstack_url, ADMIN, PASSWORD)
 
 
 async def mint(front: Front, tls: Tls, session: str) -> dict[str, Any]:

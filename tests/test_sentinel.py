@@ -9,7 +9,6 @@ echoes what follows the handshake.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from tests.support.configs import make_config
 from tests.support.net import TcpTarget, rfb_echo
 from tests.support.rfb_client import ByteStream, RfbClosed, greet_as_browser
 from tests.support.sentinel import DATA_PASSWORD, SENTINEL_PASSWORD, SERVICE, SentinelCluster
+from tests.support.stack import zstack_login
 
 VM = "0123456789abcdef0123456789abcdef"  # the long-lived consoles, the per-VM limit
 BUSY_VM = "0123456789abcdef0123456789abcde1"  # minted and opened in a loop throughout
@@ -114,11 +114,7 @@ class Client:
 
     async def login(self) -> str:
         if not self.session:
-            password = hashlib.sha512(b"password").hexdigest()
-            body = {"logInByAccount": {"accountName": "admin", "password": password}}
-            async with self.http.put(f"{self.zstack}/v1/accounts/login", json=body) as answer:
-                assert answer.status == 200, await answer.text()
-                self.session = str((await answer.json())["inventory"]["uuid"])
+            self.session = await zstack_login(self.http, self.zstack)
         return self.session
 
     async def mint(self, where: str, vm: str = VM) -> tuple[int, Any]:

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import create_app
 from proxy.closecodes import Close
-from proxy.demo.simulator import Inventory, create_simulator_app, sha512_hex
+from proxy.demo.simulator import Inventory, create_simulator_app
 from tests.support.configs import make_config
 from tests.support.qemu import QemuVm
 from tests.support.spice_client import (
@@ -51,6 +51,7 @@ from tests.support.spice_client import (
     key_up,
     mouse_motion,
 )
+from tests.support.stack import zstack_login
 
 pytestmark = pytest.mark.qemu
 
@@ -97,10 +98,8 @@ class SpiceStack:
     opened: list[SpiceChannel] = field(default_factory=list)
 
     async def login(self) -> None:
-        body = {"logInByAccount": {"accountName": "admin", "password": sha512_hex(ADMIN_PASSWORD)}}
-        async with self.http.put(self.zstack.make_url("/zstack/v1/accounts/login"), json=body) as r:
-            assert r.status == 200, await r.text()
-            self.session = (await r.json())["inventory"]["uuid"]
+        zstack_url = str(self.zstack.make_url("/zstack"))
+        self.session = await zstack_login(self.http, zstack_url, "admin", ADMIN_PASSWORD)
 
     async def mint(self) -> dict[str, Any]:
         async with self.http.post(

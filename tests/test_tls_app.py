@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from tests.support.configs import make_config
 from tests.support.qemu import QemuVm
 from tests.support.rfb_client import greet_as_browser
 from tests.support.spice_client import bare_link_mess
+from tests.support.stack import zstack_login
 
 VM = "abcdefabcdefabcdefabcdefabcdef01"
 pytestmark = pytest.mark.qemu
@@ -32,11 +32,8 @@ class Stack:
         self.proxy, self.simulator, self.http = proxy, simulator, http
 
     async def mint(self, protocol: str | None = None) -> tuple[int, Any]:
-        password = hashlib.sha512(b"pw").hexdigest()
-        body = {"logInByAccount": {"accountName": "admin", "password": password}}
-        url = self.simulator.make_url("/zstack/v1/accounts/login")
-        async with self.http.put(url, json=body) as r:
-            session = (await r.json())["inventory"]["uuid"]
+        zstack_url = str(self.simulator.make_url("/zstack"))
+        session = await zstack_login(self.http, zstack_url, "admin", "pw")
         request = {"vmUuid": VM, **({"protocol": protocol} if protocol else {})}
         async with self.http.post(
             self.proxy.make_url("/api/v1/consoles"),

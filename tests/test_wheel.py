@@ -8,7 +8,6 @@ that needs them shares one build and one venv.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -34,6 +33,7 @@ from tests.support.browser import PageProblems, chromium, status_text, wait_draw
 from tests.support.configs import make_config
 from tests.support.net import free_port
 from tests.support.serve_process import ServeProcess
+from tests.support.stack import zstack_login
 
 REPO = Path(__file__).resolve().parent.parent
 NPM_PACKAGES = {
@@ -204,10 +204,7 @@ def serve_installed(installed: Installed, config: Path) -> ServeProcess:
 
 async def mint(http: aiohttp.ClientSession, zstack: TestServer, proxy_url: str) -> str:
     """Log in to the simulated ZStack and mint a console ticket, as a portal does."""
-    password = hashlib.sha512(b"password").hexdigest()
-    body = {"logInByAccount": {"accountName": "admin", "password": password}}
-    async with http.put(zstack.make_url("/zstack/v1/accounts/login"), json=body) as answer:
-        session = (await answer.json())["inventory"]["uuid"]
+    session = await zstack_login(http, str(zstack.make_url("/zstack")))
     async with http.post(
         f"{proxy_url}/api/v1/consoles",
         json={"vmUuid": DEMO_VNC_PASSWORD},

@@ -20,11 +20,11 @@ from proxy.demo.simulator import (
     Inventory,
     SimulatorControl,
     create_simulator_app,
-    sha512_hex,
 )
 from proxy.zstack.client import ConsoleAddress, VdiPortInfo, ZStackClient, ZStackError
 from tests.support.canned_zstack import CANNED, Canned, canned_answer
 from tests.support.fake_servers import ServerFailures
+from tests.support.stack import zstack_login
 
 MakeServer = Callable[..., Awaitable[TestServer]]
 
@@ -89,10 +89,7 @@ async def sim(aiohttp_server: MakeServer) -> Sim:
 
 
 async def login(http: aiohttp.ClientSession, sim: Sim) -> str:
-    body = {"logInByAccount": {"accountName": "alice", "password": sha512_hex("alice-password")}}
-    async with http.put(f"{sim.base_url}/v1/accounts/login", json=body) as resp:
-        session: str = (await resp.json())["inventory"]["uuid"]
-    return session
+    return await zstack_login(http, sim.base_url, "alice", "alice-password")
 
 
 @pytest.fixture(autouse=True)

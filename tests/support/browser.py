@@ -11,7 +11,6 @@ chromium``). Its async API runs inside pytest-aiohttp's event loop.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html
 import os
 import time
@@ -40,6 +39,7 @@ from proxy.demo.run import DEFAULT_INVENTORY, start_vnc_servers
 from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
 from tests.support.binaries import IN_CI
 from tests.support.configs import make_config
+from tests.support.stack import zstack_login
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -188,10 +188,6 @@ async def close_code(frame: Page | Frame) -> str | None:
 # --- the console stack: simulator + proxy ---------------------------------------------------
 
 
-def sha512_hex(text: str) -> str:
-    return hashlib.sha512(text.encode()).hexdigest()
-
-
 @dataclass
 class ConsoleStack:
     """A running proxy and the ZStack simulator behind it, with a client to play the portal."""
@@ -214,11 +210,8 @@ class ConsoleStack:
 
     async def login(self, name: str = "admin", password: str = "password") -> str:
         assert self.simulator is not None
-        body = {"logInByAccount": {"accountName": name, "password": sha512_hex(password)}}
-        url = self.simulator.make_url("/zstack/v1/accounts/login")
-        async with self.http.put(url, json=body) as answer:
-            assert answer.status == 200, await answer.text()
-            return str((await answer.json())["inventory"]["uuid"])
+        zstack_url = str(self.simulator.make_url("/zstack"))
+        return await zstack_login(self.http, zstack_url, name, password)
 
     async def mint(self, vm_uuid: str, session: str | None = None) -> dict[str, Any]:
         """Mint a console ticket through the proxy's real API, as a portal does."""
