@@ -77,7 +77,7 @@ profile: $(STAMP)
 
 # Longer than the one-minute soak inside `make test`.
 soak: system-deps $(STAMP)
-	SOAK_SECONDS=300 SOAK_CONSOLES=500 $(BIN)/pytest -s -o timeout=900 tests/test_soak.py
+	SOAK_SECONDS=300 SOAK_CONSOLES=500 $(BIN)/pytest -s -o timeout=900 tests/relay/test_soak.py
 
 clean:
 	rm -rf $(VENV) static/node_modules dist .pytest_cache .mypy_cache .ruff_cache

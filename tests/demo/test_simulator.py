@@ -43,7 +43,7 @@ STOPPED_DETAILS = (
     "[org.zstack.header.vm.APIGetVmConsoleAddressMsg], allowed states are [Running, Crashed]"
 )
 SESSION_INVALID = "The session is invalid, either wrong session id or the session has been expired"
-DEMO_INVENTORY = Path(__file__).parent.parent / "proxy" / "demo" / "inventory.toml"
+DEMO_INVENTORY = Path(__file__).parents[2] / "proxy" / "demo" / "inventory.toml"
 
 
 def vm(uuid: str, name: str, **extra: Any) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from tests.support.net import free_port
 from tests.support.serve_process import ServeProcess
 from tests.support.stack import zstack_login
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NPM_PACKAGES = {
     "@novnc/novnc": "core/rfb.js",
     "@spice-project/spice-html5": "src/main.js",

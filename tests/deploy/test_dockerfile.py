@@ -18,7 +18,7 @@ from proxy.app import create_app
 from tests.support.configs import make_config
 from tests.support.net import free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 # Node 20's support ended in April 2026; 22 is supported until April 2027, 24 until April 2028.
 SUPPORTED_NODE = {22, 24}

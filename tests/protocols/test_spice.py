@@ -1,7 +1,7 @@
 """The SPICE link rewrite: the sans-IO core fed three ways, and the driver (``secure_spice`` then
 ``Bridge``) over real sockets against a scripted SPICE server.
 
-Real QEMU SPICE behind the real application is in tests/test_spice_app.py."""
+Real QEMU SPICE behind the real application is in tests/protocols/test_spice_app.py."""
 
 from __future__ import annotations
 
@@ -211,7 +211,8 @@ def test_api_misuse() -> None:
 
 # --- the driver, against a scripted SPICE server ------------------------------------------
 # Not the proxy: a bare handler around the driver alone, so its results can be inspected. The
-# real application's /websockify with real QEMU SPICE is tested in tests/test_spice_app.py.
+# real application's /websockify with real QEMU SPICE is tested in
+# tests/protocols/test_spice_app.py.
 
 RESULTS = web.AppKey("results", list)
 
