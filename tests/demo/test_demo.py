@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from typing import TextIO
+from typing import TextIO, cast
 
 import aiohttp
 import pytest
@@ -32,7 +32,7 @@ async def demo() -> AsyncIterator[str]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
-    banner = await asyncio.wait_for(asyncio.to_thread(_banner, process.stdout), 20)
+    banner = await asyncio.wait_for(asyncio.to_thread(_banner, cast(TextIO, process.stdout)), 20)
     url = re.search(r"open (http://\S+/)", banner)
     assert url, banner
     BANNERS[url.group(1)] = banner

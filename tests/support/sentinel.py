@@ -37,7 +37,10 @@ class Node:
 
     def client(self, timeout: float = 1.0) -> redis.Redis:
         return redis.Redis(
-            port=self.port, password=self.password or None, socket_timeout=timeout, retry=None
+            port=self.port,
+            password=self.password or None,
+            socket_timeout=timeout,
+            retry=None,  # type: ignore[arg-type]
         )
 
     def alive(self) -> bool:

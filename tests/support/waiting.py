@@ -11,19 +11,37 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 20.0
 
 
+@overload
 async def wait_until(
-    condition: Callable[[], T | Awaitable[T]],
+    condition: Callable[[], Awaitable[T | None]],
     timeout: float = DEFAULT_TIMEOUT,
     interval: float = 0.05,
     message: str | Callable[[], str] = "",
-) -> T:
+) -> T: ...
+
+
+@overload
+async def wait_until(
+    condition: Callable[[], T | None],
+    timeout: float = DEFAULT_TIMEOUT,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "",
+) -> T: ...
+
+
+async def wait_until(
+    condition: Callable[[], Any],
+    timeout: float = DEFAULT_TIMEOUT,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "",
+) -> Any:
     """Poll ``condition`` (a function, or a coroutine function) until it returns something
     truthy, and return that. After ``timeout`` seconds fail the test with ``message`` (a string,
     or a function giving one, called then) and the condition's last value."""
@@ -33,7 +51,7 @@ async def wait_until(
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[no-any-return]
+            return value
         if time.monotonic() >= deadline:
             text = message() if callable(message) else message
             name = getattr(condition, "__qualname__", repr(condition))

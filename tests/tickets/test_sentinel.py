@@ -495,7 +495,7 @@ async def test_data_connections_take_password_database_and_tls_from_redis_url() 
         assert (options["username"], options["password"], options["db"]) == ("user", "secret", 3)
         assert options["ssl_ca_certs"] == "/etc/ca.pem" and "host" not in options
         assert pool.connection_class.__name__ == "SentinelManagedSSLConnection"
-        (sentinel,) = pool.sentinel_manager.sentinels
+        (sentinel,) = pool.sentinel_manager.sentinels  # type: ignore[attr-defined]
         sentinel_options = sentinel.connection_pool.connection_kwargs
         assert sentinel_options["password"] == "sentinel-secret"
         assert sentinel_options["ssl_ca_certs"] == "/etc/ca.pem"

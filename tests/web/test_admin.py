@@ -276,7 +276,7 @@ async def test_two_instances_with_redis_list_watch_and_close_each_others_console
     try:
         for redis_key in await client.keys("*live*"):
             if (await client.type(redis_key)) == b"hash":
-                assert SECRET.encode() not in b"".join((await client.hgetall(redis_key)).values())
+                assert SECRET.encode() not in b"".join((await client.hgetall(redis_key)).values())  # type: ignore[arg-type]  # bytes: no decode_responses
     finally:
         await client.aclose()
     # B mints a watch of A's console: the target and password come from Redis.

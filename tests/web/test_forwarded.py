@@ -39,8 +39,9 @@ Kind = Literal["nginx", "haproxy"]
 CLIENT = "127.0.0.3"
 
 
-async def audited_clients(audit: Path, count: int) -> list[str]:
+async def audited_clients(audit: Path | None, count: int) -> list[str]:
     """The ``client`` of the first ``count`` consoles opened (waits for their audit lines)."""
+    assert audit is not None, "the proxy has no audit file"
     deadline = time.monotonic() + 10
     while True:
         # Only whole lines: one may be half written while we read.

@@ -28,7 +28,7 @@ async def stack(
         made.append(
             await start_stack(aiohttp_server, [vm_entry(VM, vncPort=target.port)], **sections)
         )
-        made[-1].target = target  # type: ignore[attr-defined]
+        made[-1].target = target
         return made[-1]
 
     yield start
@@ -52,7 +52,7 @@ async def test_valid_tickets_never_meet_the_limit_failed_redemptions_do(
         assert await s.refusal("A" * 43) == Close.TICKET_INVALID.value
     # ...and then even a valid ticket is not looked at from this address.
     assert await s.refusal(tokens[0]) == Close.RATE_LIMITED.value
-    assert s.target.connections == 3  # type: ignore[attr-defined]
+    assert s.target.connections == 3
 
 
 async def test_the_upgrade_limit_is_per_client_address(stack: StartStack) -> None:
@@ -85,4 +85,4 @@ async def test_the_upgrade_limit_is_per_client_address(stack: StartStack) -> Non
     ws = await s.open(token, headers=bob)
     await greet_as_browser(ws)
     await ws.close()
-    assert s.target.connections == 1  # type: ignore[attr-defined]
+    assert s.target.connections == 1
