@@ -17,7 +17,8 @@ from proxy.demo.vncserver import DemoVncServer
 from tests.support.net import free_port
 from tests.support.rfb_client import greet_as_browser
 from tests.support.serve_process import ServeProcess
-from tests.support.stack import VM, AiohttpServer, inventory, vm_entry, zstack_login
+from tests.support.stack import VM, AiohttpServer, StartStack, inventory, vm_entry, zstack_login
+from tests.support.waiting import wait_until
 
 PASSWORD = "s3cret-audit"
 
@@ -82,3 +83,24 @@ async def test_default_audit_sink_is_stderr_with_open_and_close_and_no_secrets(
         assert secret not in stderr
     # The process did log the upgrade (so "no secret" is not "no output").
     assert '"GET /websockify' in stderr
+
+
+async def test_audit_events_to_a_file_hold_no_secrets(stack: StartStack, tmp_path: Path) -> None:
+    sink = tmp_path / "audit.jsonl"
+    p = await stack(audit={"sink": f"file:{sink}"})
+    status, body = await p.mint()
+    ws = await p.http.ws_connect(p.proxy.make_url(f"/websockify?token={body['token']}"))
+    stream = await greet_as_browser(ws)
+    await stream.write(b"abc")
+    await stream.read_exactly(3, 5)
+    await ws.close()
+    await wait_until(lambda: sink.exists() and len(sink.read_text().splitlines()) == 2)
+    opened, closed = (json.loads(line) for line in sink.read_text().splitlines())
+    assert opened["event"] == "console.open" and closed["event"] == "console.close"
+    assert closed["vm"] == VM and closed["target"] == f"127.0.0.1:{p.target.port}"
+    assert closed["client"] == "127.0.0.1"
+    assert closed["reason"] == "browser_closed"
+    assert closed["bytesToHost"] >= 3 and closed["bytesToBrowser"] >= 3
+    assert closed["duration"] >= 0 and closed["start"].endswith("Z")
+    text = sink.read_text()
+    assert body["token"] not in text and p.session not in text

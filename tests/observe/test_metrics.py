@@ -9,30 +9,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.closecodes import Close
+from tests.support.metrics import Samples, parse, sample_value, value
 from tests.support.net import TcpTarget, rfb_echo
 from tests.support.rfb_client import greet_as_browser
 from tests.support.stack import VM, AiohttpServer, Stack, start_stack, vm_entry
+from tests.support.waiting import wait_until
 
 StartStack = Callable[..., Awaitable[Stack]]
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse(text: str) -> tuple[Samples, dict[str, str]]:
-    """Every sample by (name, sorted labels), and every family's type."""
-    samples: Samples = {}
-    types: dict[str, str] = {}
-    for family in text_string_to_metric_families(text):
-        types[family.name] = family.type
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
-    return samples, types
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
 
 
 async def settled(s: Stack, name: str, expected: float, **labels: str) -> Samples:
@@ -144,3 +129,33 @@ async def test_zstack_errors_are_counted_by_zstacks_code(stack: StartStack) -> N
     samples, _ = parse(await s.metrics())
     assert value(samples, "console_proxy_zstack_errors_total", code="SYS.1003") == 1.0
     assert value(samples, "console_proxy_tickets_minted_total", protocol="vnc") is None
+
+
+async def test_metrics_follow_consoles(stack: StartStack) -> None:
+    p = await stack()
+    ws, stream = await p.console()
+    await stream.write(b"hello")
+    assert await stream.read_exactly(5, 5) == b"hello"
+    text = await p.metrics()
+    assert sample_value(text, "console_proxy_consoles_active") == 1
+    assert 'console_proxy_tickets_minted_total{protocol="vnc"} 1.0' in text
+    assert 'console_proxy_tickets_redeemed_total{result="ok"} 1.0' in text
+    assert "console_proxy_zstack_request_seconds_count" in text
+    await ws.close()
+
+    async def closed_metrics() -> str | None:
+        text = await p.metrics()
+        return text if sample_value(text, "console_proxy_consoles_active") == 0 else None
+
+    text = await wait_until(closed_metrics, message="the console stayed active")
+    assert 'console_proxy_consoles_closed_total{reason="browser_closed"} 1.0' in text
+    assert 'console_proxy_bytes_total{direction="to_host"}' in text
+    assert "console_proxy_connect_seconds_bucket" in text
+
+
+async def test_zstack_errors_are_counted_by_code(stack: StartStack) -> None:
+    p = await stack()
+    p.session = "0" * 32
+    status, _ = await p.mint()
+    assert status == 401
+    assert 'console_proxy_zstack_errors_total{code="ID.1001"} 1.0' in await p.metrics()

@@ -25,12 +25,12 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import create_app
 from proxy.closecodes import Close
 from proxy.demo.simulator import Inventory, create_simulator_app
 from tests.support.configs import make_config
+from tests.support.metrics import sample_value
 from tests.support.qemu import QemuVm
 from tests.support.spice_client import (
     CURSOR,
@@ -150,12 +150,7 @@ class SpiceStack:
     async def closed_total(self, reason: str) -> float:
         async with self.http.get(self.proxy.make_url("/metrics")) as response:
             text = await response.text()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "console_proxy_consoles_closed_total":
-                    if sample.labels.get("reason") == reason:
-                        return sample.value
-        return 0.0
+        return sample_value(text, "console_proxy_consoles_closed_total", reason=reason)
 
     async def wait_closed_total(self, reason: str, count: int) -> None:
         """Until /metrics counts ``count`` sockets closed for ``reason`` (the handler counts

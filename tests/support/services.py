@@ -15,9 +15,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.binaries import require_binary
+from tests.support.metrics import sample_value
 from tests.support.net import free_port
 from tests.support.serve_process import listening_process
 
@@ -201,11 +201,7 @@ async def read_metric(base_url: str, sample: str, **labels: str) -> float:
     ):
         assert answer.status == 200, answer.status
         text = await answer.text()
-    for family in text_string_to_metric_families(text):
-        for found in family.samples:
-            if found.name == sample and found.labels == labels:
-                return float(found.value)
-    return 0.0
+    return sample_value(text, sample, **labels)
 
 
 class ProcessCluster:

@@ -30,6 +30,7 @@ from proxy.web.accesslog import RedactingAccessLogger
 from proxy.web.keys import CONFIG
 from tests.support.configs import make_config
 from tests.support.net import rfb_echo
+from tests.support.rfb_client import WebSocketStream, greet_as_browser
 
 VM = "0123456789abcdef0123456789abcdef"
 STOPPED = "0123456789abcdef0123456789abcde0"
@@ -179,6 +180,13 @@ class Stack:
         """The browser's console WebSocket for ``token``."""
         return await self.http.ws_connect(self.url(f"/websockify?token={token}"), **kwargs)
 
+    async def console(
+        self, vm: str = VM, **kwargs: Any
+    ) -> tuple[aiohttp.ClientWebSocketResponse, WebSocketStream]:
+        """Mint a console of ``vm``, open it and do the browser's RFB handshake: (ws, stream)."""
+        ws = await self.open(await self.token(vm), **kwargs)
+        return ws, await greet_as_browser(ws)
+
     async def refusal(self, token: str, timeout: float = 10.0) -> tuple[int, str]:
         """Open a console the proxy is expected to close before any console byte: (code, reason)."""
         ws = await self.open(token)
@@ -195,6 +203,7 @@ class Stack:
     async def metrics(self) -> str:
         async with self.http.get(self.url("/metrics")) as answer:
             assert answer.status == 200
+            assert answer.headers["Content-Type"].startswith("text/plain")
             return await answer.text()
 
     async def close(self) -> None:

@@ -26,9 +26,8 @@ from tests.support.recording_vnc import RecordingVncServer
 from tests.support.rfb_client import ByteStream, greet_as_browser
 from tests.support.rfb_messages import FBUR, KEY, POINTER
 from tests.support.services import RedisServer
-from tests.support.stack import ADMIN, PASSWORD, zstack_login
+from tests.support.stack import ADMIN, PASSWORD, VM, StartStack, zstack_login
 
-VM = "0123456789abcdef0123456789abcdef"
 TOKEN = "admin-consoles-test-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 SECRET = "vm-secret"
@@ -334,3 +333,25 @@ async def test_a_console_learns_how_many_others_are_on_its_vm(
     assert (await peers(a, "bad token!"))[0] == 400
     await ws_b.close()
     await ws_a.close()
+
+
+async def test_admin_revocation_closes_the_vms_consoles(stack: StartStack) -> None:
+    p = await stack(server={"admin_token": "adm1n-t0ken"})
+    ws, _ = await p.console()
+    url = p.proxy.make_url(f"/api/v1/admin/vms/{VM}/close-consoles")
+    async with p.http.post(url) as r:
+        assert r.status == 401
+    async with p.http.post(url, headers={"Authorization": "Bearer wrong"}) as r:
+        assert r.status == 401
+    async with p.http.post(url, headers={"Authorization": "Bearer adm1n-t0ken"}) as r:
+        assert r.status == 200 and (await r.json())["closedHere"] == 1
+    msg = await ws.receive(timeout=5)
+    assert msg.type is WSMsgType.CLOSE and msg.data == 4410
+    assert msg.extra == "console closed by an administrator"
+
+
+async def test_admin_endpoints_off_without_a_token(stack: StartStack) -> None:
+    p = await stack()
+    url = p.proxy.make_url(f"/api/v1/admin/vms/{VM}/close-consoles")
+    async with p.http.post(url, headers={"Authorization": "Bearer x"}) as r:
+        assert r.status == 404 and (await r.json())["error"]["code"] == "ADMIN.DISABLED"

@@ -32,7 +32,8 @@ from tests.support.reverse_proxies import (
 )
 from tests.support.rfb_client import greet_as_browser
 from tests.support.services import HAProxy, stop
-from tests.support.stack import AiohttpServer, Stack, post_mint, start_audited_stack
+from tests.support.stack import VM, AiohttpServer, Stack, StartStack, post_mint, start_audited_stack
+from tests.support.waiting import wait_until
 
 Kind = Literal["nginx", "haproxy"]
 # The browser's address behind the reverse proxy; its TCP peer is the reverse proxy, 127.0.0.1.
@@ -319,3 +320,36 @@ async def test_the_reverse_proxy_removes_a_clients_forwarded_header(
     (headers,) = seen
     assert "Forwarded" not in headers, headers
     assert headers["X-Forwarded-For"].endswith("127.0.0.1")
+
+
+async def test_forwarded_headers_only_from_trusted_proxies(
+    stack: StartStack, tmp_path: Path
+) -> None:
+    sink = tmp_path / "audit.jsonl"
+    forwarded = {
+        "X-Forwarded-For": "203.0.113.9, 127.0.0.1",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "consoles.example.com",
+    }
+    trusting = await stack(
+        server={"trusted_proxies": ["127.0.0.0/8"]}, audit={"sink": f"file:{sink}"}
+    )
+    status, body = await trusting.request_console(
+        await trusting.admin_session(), {"vmUuid": VM}, headers=forwarded
+    )
+    assert body["consoleUrl"].startswith("https://consoles.example.com/console/vnc#")
+    # The Origin check follows the forwarded scheme and host.
+    url = trusting.proxy.make_url(f"/websockify?token={body['token']}")
+    ws = await trusting.http.ws_connect(
+        url, headers=forwarded, origin="https://consoles.example.com"
+    )
+    await greet_as_browser(ws)
+    await ws.close()
+    await wait_until(lambda: sink.exists() and sink.read_text())
+    assert json.loads(sink.read_text().splitlines()[0])["client"] == "203.0.113.9"
+
+    untrusting = await stack()
+    status, body = await untrusting.request_console(
+        await untrusting.admin_session(), {"vmUuid": VM}, headers=forwarded
+    )
+    assert body["consoleUrl"].startswith(str(untrusting.proxy.make_url("/console/vnc")))
