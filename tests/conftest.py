@@ -11,6 +11,9 @@ pytest_plugins = [
     "tests.support.net",  # tcp_target
     "tests.support.stack",  # stack
     "tests.support.browser",  # browser, new_page, start_console_stack, demo_inventory
+    "tests.support.services",  # redis_server
+    "tests.support.certs",  # pki
+    "tests.support.reverse_proxies",  # tls
 ]
 
 

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,6 @@ from aiohttp.test_utils import TestServer
 from proxy.app import create_app
 from proxy.closecodes import Close
 from proxy.demo.simulator import Inventory, create_simulator_app
-from tests.support.binaries import require_binary
 from tests.support.configs import make_config
 from tests.support.net import TcpTarget, rfb_echo
 from tests.support.rfb_client import ByteStream, RfbClosed, RfbError, greet_as_browser
@@ -158,14 +157,6 @@ class Cluster:
 
 
 StartCluster = Callable[..., Awaitable[Cluster]]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(require_binary("redis-server", "redis-server"), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ import base64
 import os
 import struct
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.protocols.rfb.input import ClientStreamFilter
-from tests.support.binaries import require_binary
 from tests.support.recording_vnc import RecordingVncServer
 from tests.support.rfb_client import RfbClient, greet_as_browser
 from tests.support.rfb_messages import (
@@ -111,14 +109,6 @@ async def recorder() -> AsyncIterator[RecordingVncServer]:
     server = await RecordingVncServer().start()
     yield server
     await server.close()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(require_binary("redis-server", "redis-server"), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def mint(stack: Stack, view_only: Any) -> tuple[int, Any]:

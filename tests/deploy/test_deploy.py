@@ -41,7 +41,6 @@ from tests.support.reverse_proxies import (
     Nginx,
     Tls,
     haproxy_config,
-    make_tls,
     nginx_setup,
     replace_once,
     start_nginx_process,
@@ -68,11 +67,6 @@ def seconds(text: str) -> float:
 
 
 # --- certificates and processes --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return make_tls(tmp_path_factory.mktemp("tls"))
 
 
 def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:

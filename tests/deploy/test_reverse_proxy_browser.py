@@ -44,7 +44,6 @@ from tests.support.reverse_proxies import (
     BASE,
     Tls,
     haproxy_config,
-    make_tls,
     nginx_setup,
     start_nginx_process,
 )
@@ -87,11 +86,6 @@ class Stack:
     simulator: TestServer
     proxy: TestServer
     audit: Path
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return make_tls(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

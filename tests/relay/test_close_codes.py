@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from proxy.closecodes import Close
-from tests.support.certs import Pki, write_pki
+from tests.support.certs import Pki
 from tests.support.net import TcpTarget, rfb_echo
 from tests.support.rfb_client import greet_as_browser
 from tests.support.spice_client import bare_link_mess
@@ -34,11 +34,6 @@ async def stack(aiohttp_server: AiohttpServer) -> AsyncIterator[StartStack]:
     yield start
     for s in made:
         await s.close()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return write_pki(tmp_path_factory.mktemp("pki"))
 
 
 async def linger(reader: asyncio.StreamReader) -> None:

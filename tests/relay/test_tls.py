@@ -55,11 +55,6 @@ TLS_RECORD_TYPES = {20, 21, 22, 23}  # change_cipher_spec, alert, handshake, app
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return write_pki(tmp_path_factory.mktemp("pki"))
-
-
 def context(pki: Pki, **options: Any) -> ssl.SSLContext:
     built = client_context(TlsConfig(ca_file=str(pki.ca_cert), **options))
     assert built is not None

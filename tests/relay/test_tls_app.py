@@ -11,7 +11,7 @@ from aiohttp import WSMsgType
 
 from proxy.app import create_app
 from proxy.demo.simulator import Inventory, create_simulator_app
-from tests.support.certs import Pki, write_pki
+from tests.support.certs import Pki
 from tests.support.configs import make_config
 from tests.support.qemu import QemuVm
 from tests.support.rfb_client import greet_as_browser
@@ -20,11 +20,6 @@ from tests.support.stack import zstack_login
 
 VM = "abcdefabcdefabcdefabcdefabcdef01"
 pytestmark = pytest.mark.qemu
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return write_pki(tmp_path_factory.mktemp("pki"))
 
 
 class Stack:

@@ -17,6 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -163,3 +164,9 @@ def write_pki(directory: Path, *, server_ip_san: bool = True) -> Pki:
     _write_key(pki.client_key, client[1])
     _write_cert(pki.other_ca_cert, other_ca)
     return pki
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """One :func:`write_pki` per test module (registered in tests/conftest.py)."""
+    return write_pki(tmp_path_factory.mktemp("pki"))

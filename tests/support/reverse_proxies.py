@@ -19,6 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -175,3 +176,9 @@ def haproxy_config(directory: Path, tls: Tls, backends: list[int]) -> tuple[Path
     path = directory / "haproxy.cfg"
     path.write_text(text)
     return path, https_port, http_port
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    """One :func:`make_tls` per test module (registered in tests/conftest.py)."""
+    return make_tls(tmp_path_factory.mktemp("tls"))

@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -258,3 +258,12 @@ class ProcessCluster:
             for index, process in enumerate(self.processes)
             if index not in self.killed
         }
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A started :class:`RedisServer`, stopped after the test (registered in tests/conftest.py)."""
+    server = RedisServer(require_binary("redis-server", "redis-server"), tmp_path)
+    server.start()
+    yield server
+    server.stop()

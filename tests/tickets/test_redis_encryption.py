@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -22,21 +21,12 @@ from proxy.closecodes import Close
 from proxy.demo.run import DEFAULT_INVENTORY
 from proxy.demo.simulator import create_simulator_app, load_inventory
 from proxy.demo.vncserver import DemoVncServer
-from tests.support.binaries import require_binary
 from tests.support.configs import make_config
 from tests.support.rfb_client import greet_as_browser
 from tests.support.services import RedisServer
 from tests.support.stack import AiohttpServer, zstack_login
 
 LOCKED = "demo-vnc-password"  # the demo VM with a console password
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(require_binary("redis-server", "redis-server"), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 class Demo:

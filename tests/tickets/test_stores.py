@@ -7,9 +7,8 @@ import base64
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -25,19 +24,10 @@ from proxy.tickets.store import (
     TicketStoreUnavailable,
     new_token,
 )
-from tests.support.binaries import require_binary
 from tests.support.services import RedisServer
 
 TIMEOUT = 1.0
 PASSWORD = "pw-Zq8#never-logged"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(require_binary("redis-server", "redis-server"), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 class Backend:

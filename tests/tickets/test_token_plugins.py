@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ from jwcrypto import jwk, jwt
 from redis import Redis
 
 from proxy.closecodes import Close
-from tests.support.binaries import require_binary
 from tests.support.configs import write_token_file
 from tests.support.net import TcpTarget, echo
 from tests.support.services import RedisServer
@@ -151,14 +150,6 @@ async def test_plugin_targets_still_obey_targets_allow(
     s = await stack("ReadOnlyTokenFile", str(path), targets={"allow": ["10.0.0.0/8"]})
     assert await closed_with(await s.open("t")) == Close.TARGET_REFUSED.value
     assert target.connections == 0
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(require_binary("redis-server", "redis-server"), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_token_redis_plugin_with_a_real_redis(

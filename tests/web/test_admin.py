@@ -8,7 +8,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ from aiohttp.test_utils import TestServer
 from proxy.app import create_app
 from proxy.demo.simulator import Inventory, create_simulator_app
 from proxy.web.keys import CONFIG
-from tests.support.binaries import require_binary
 from tests.support.configs import make_config
 from tests.support.recording_vnc import RecordingVncServer
 from tests.support.rfb_client import ByteStream, greet_as_browser
@@ -75,14 +74,6 @@ async def recorder() -> AsyncIterator[RecordingVncServer]:
     server = await RecordingVncServer().start()
     yield server
     await server.close()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(require_binary("redis-server", "redis-server"), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from tests.support.reverse_proxies import (
     BASE,
     Tls,
     haproxy_config,
-    make_tls,
     nginx_setup,
     start_nginx_process,
 )
@@ -187,11 +186,6 @@ def test_rate_limiter_keys_ipv6_by_64_and_ipv4_by_address() -> None:
 
 
 # --- through the shipped nginx and HAProxy configs -----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    return make_tls(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
