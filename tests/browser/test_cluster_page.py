@@ -4,7 +4,6 @@ and the page reconnects through the balancer with a fresh ticket from the portal
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,16 +11,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.demo.simulator import Inventory, create_simulator_app
 from proxy.demo.vncserver import DemoVncServer
 from tests.support.binaries import require_binary
 from tests.support.browser import (
-    PORTAL_PAGE,
     VIEWPORT,
     PageProblems,
+    Portal,
     chromium,
     close_code,
     console_frame,
@@ -30,7 +28,7 @@ from tests.support.browser import (
     wait_state,
 )
 from tests.support.services import ProcessCluster, RedisServer
-from tests.support.stack import zstack_login
+from tests.support.stack import request_console, zstack_login
 
 pytestmark = pytest.mark.browser
 
@@ -48,49 +46,25 @@ def inventory(port: int) -> Inventory:
     )
 
 
-class Portal:
+class BalancerPortal(Portal):
     """A portal backend on its own origin: it holds a ZStack session, mints tickets through the
     balancer and answers the console page's ``console-proxy:need-ticket`` (see PORTAL_PAGE)."""
 
     def __init__(self, zstack_url: str) -> None:
+        super().__init__(VM)
         self.zstack_url = zstack_url
         self.balancer_url = ""
         self.session = ""
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app[PORTAL] = self
-        app.router.add_get("/", _portal_page)
-        app.router.add_post("/mint", _portal_mint)
-        return app
 
     async def mint(self) -> dict[str, Any]:
         assert self.balancer_url, "the cluster is not running yet"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             if not self.session:
                 self.session = await zstack_login(http, self.zstack_url)
-            async with http.post(
-                f"{self.balancer_url}/api/v1/consoles",
-                json={"vmUuid": VM},
-                headers={"Authorization": f"OAuth {self.session}"},
-            ) as answer:
-                ticket = await answer.json()
-                assert answer.status == 201, ticket
-                return dict(ticket)
-
-
-PORTAL = web.AppKey("cluster_portal", Portal)
-
-
-async def _portal_page(request: web.Request) -> web.Response:
-    ticket = await request.app[PORTAL].mint()
-    page = PORTAL_PAGE % {"src": html.escape(ticket["consoleUrl"], quote=True), "answer": "true"}
-    return web.Response(text=page, content_type="text/html")
-
-
-async def _portal_mint(request: web.Request) -> web.Response:
-    ticket = await request.app[PORTAL].mint()
-    return web.json_response({"token": ticket["token"]})
+            url = f"{self.balancer_url}/api/v1/consoles"
+            status, ticket = await request_console(http, url, self.session, {"vmUuid": VM})
+            assert status == 201, ticket
+            return dict(ticket)
 
 
 async def test_console_reconnects_through_the_balancer_when_its_instance_dies(
@@ -110,7 +84,7 @@ async def reconnect_after_kill(
     aiohttp_server: AiohttpServer, tmp_path: Path, redis: RedisServer, vnc: DemoVncServer
 ) -> None:
     simulator = await aiohttp_server(create_simulator_app(inventory(vnc.port)), access_log=None)
-    portal = Portal(str(simulator.make_url("/zstack")))
+    portal = BalancerPortal(str(simulator.make_url("/zstack")))
     portal_server = await aiohttp_server(portal.app())
     env = {
         "CONSOLE_PROXY_ZSTACK_URL": portal.zstack_url,

@@ -1,18 +1,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from proxy.protocols.rfb.vncauth import verify_vnc_auth, vnc_auth_response, vnc_des_key
-from tests.support.binaries import require_binary
+from tests.support.qemu import QemuVm
 
 CHALLENGE = bytes((i * 17 + 3) & 0xFF for i in range(16))
 
@@ -66,60 +63,17 @@ def test_challenge_size_is_checked() -> None:
 
 # --- against a real QEMU VNC server ---------------------------------------------------------
 
-QEMU = "qemu-system-x86_64"
 TIMEOUT = 20.0
 
 
-async def _wait_for_socket(path: Path, proc: asyncio.subprocess.Process) -> None:
-    async with asyncio.timeout(TIMEOUT):
-        while not path.exists():
-            if proc.returncode is not None:
-                pytest.fail(f"{QEMU} exited with {proc.returncode}")
-            await asyncio.sleep(0.05)
-
-
-async def _qmp(path: Path, command: str, arguments: dict[str, str]) -> None:
-    reader, writer = await asyncio.open_unix_connection(str(path))
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            await reader.readline()  # greeting
-            for message in (
-                {"execute": "qmp_capabilities"},
-                {"execute": command, "arguments": arguments},
-            ):
-                writer.write(json.dumps(message).encode() + b"\n")
-                reply = json.loads(await reader.readline())
-                while "event" in reply:
-                    reply = json.loads(await reader.readline())
-                assert "return" in reply, reply
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
 @pytest.fixture
-async def qemu_vnc() -> AsyncIterator[tuple[Path, Path]]:
-    qemu = require_binary(QEMU, "qemu-system-x86")
-    with tempfile.TemporaryDirectory() as tmp:
-        vnc, qmp = Path(tmp, "vnc.sock"), Path(tmp, "qmp.sock")
-        # -S keeps the guest CPU stopped: only the VNC server is needed.
-        proc = await asyncio.create_subprocess_exec(
-            qemu, "-S", "-display", "none", "-nodefaults", "-vga", "std", "-m", "64",
-            "-vnc", f"unix:{vnc},password=on", "-qmp", f"unix:{qmp},server=on,wait=off",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            await _wait_for_socket(vnc, proc)
-            await _wait_for_socket(qmp, proc)
-            yield vnc, qmp
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
+async def qemu_vnc() -> AsyncIterator[QemuVm]:
+    async with QemuVm(vnc_password=True) as vm:
+        yield vm
 
 
-async def _qemu_auth_result(vnc: Path, password: str) -> int:
-    reader, writer = await asyncio.open_unix_connection(str(vnc))
+async def _qemu_auth_result(vm: QemuVm, password: str) -> int:
+    reader, writer = await asyncio.open_connection(vm.host, vm.vnc_port)
     try:
         async with asyncio.timeout(TIMEOUT):
             assert await reader.readexactly(12) == b"RFB 003.008\n"
@@ -138,8 +92,7 @@ async def _qemu_auth_result(vnc: Path, password: str) -> int:
 
 @pytest.mark.qemu
 @pytest.mark.parametrize("password", ["s3cret", "12345678", "été"])
-async def test_qemu_accepts_our_response(qemu_vnc: tuple[Path, Path], password: str) -> None:
-    vnc, qmp = qemu_vnc
-    await _qmp(qmp, "set_password", {"protocol": "vnc", "password": password})
-    assert await _qemu_auth_result(vnc, "wrong") == 1
-    assert await _qemu_auth_result(vnc, password) == 0
+async def test_qemu_accepts_our_response(qemu_vnc: QemuVm, password: str) -> None:
+    await qemu_vnc.set_password(password)
+    assert await _qemu_auth_result(qemu_vnc, "wrong") == 1
+    assert await _qemu_auth_result(qemu_vnc, password) == 0
