@@ -142,7 +142,7 @@ async def test_scaling_modes(
     await wait_until(grown, message="the canvas did not grow to fit the window")
 
 
-async def test_view_only(
+async def test_view_only_page_says_so_and_disables_ctrl_alt_del(
     start_console_stack: StartConsoleStack, demo_inventory: Inventory, new_page: Any
 ) -> None:
     stack, _ = await start_console_stack(demo_inventory)

@@ -26,7 +26,9 @@ def test_empty_policy_allows_nothing() -> None:
         (["0.0.0.0/0"], "::1", 5900, False),
     ],
 )
-def test_policy(rules: list[str], host: str, port: int, allowed: bool) -> None:
+def test_allow_rules_permit_only_their_networks_and_ports(
+    rules: list[str], host: str, port: int, allowed: bool
+) -> None:
     assert TargetPolicy.parse(rules).permits(host, port) is allowed
 
 

@@ -376,7 +376,9 @@ async def test_garbage_instead_of_a_handshake(server: DemoVncServer, client: Rfb
     assert len(await client.update()) == 1
 
 
-async def test_messages_are_accepted(server: DemoVncServer, client: RfbClient) -> None:
+async def test_set_encodings_and_clipboard_are_taken_and_updates_go_on(
+    server: DemoVncServer, client: RfbClient
+) -> None:
     client.writer.write(struct.pack(">BxHiii", 2, 3, 0, 7, -223))  # SetEncodings
     text = b"pasted"
     client.writer.write(struct.pack(">B3xI", 6, len(text)) + text)  # ClientCutText

@@ -194,7 +194,7 @@ def test_only_rsa_1024_keys() -> None:
         drive(proxy, {Side.BROWSER: [link_mess()], Side.HOST: [reply + bytes(4) + big + bytes(12)]})
 
 
-def test_api_misuse() -> None:
+def test_link_proxy_misuse_raises_local_protocol_error() -> None:
     with pytest.raises(LocalProtocolError, match="too long"):
         SpiceLinkProxy("x" * 86)
     SpiceLinkProxy("x" * 85)  # 85 bytes and the NUL fill an OAEP-SHA1 block of RSA-1024

@@ -48,7 +48,7 @@ def test_only_the_first_eight_bytes_count() -> None:
     assert vnc_auth_response("1234567", CHALLENGE) != vnc_auth_response("12345678", CHALLENGE)
 
 
-def test_verify() -> None:
+def test_verify_vnc_auth_accepts_only_the_right_response() -> None:
     response = vnc_auth_response("secret", CHALLENGE)
     assert verify_vnc_auth("secret", CHALLENGE, response)
     assert not verify_vnc_auth("Secret", CHALLENGE, response)
