@@ -183,6 +183,7 @@ class ConsoleSessions:
             return prelude
         idle = self.limits.idle_timeout if prelude.carries_input else None
         host = HostLink.adopt(*streams)
+        console.stop_host = host.abort
         limits = BridgeLimits(idle, self.limits.max_session)
         bridge = Bridge(console.ws, host, limits, prelude.is_input, stats, prelude.transform)
         reason = await bridge.run(prelude.to_host, prelude.to_browser)
