@@ -78,7 +78,7 @@ def test_damage_is_a_format_error(data: bytes) -> None:
 
 
 def test_timestamps_are_clamped() -> None:
-    records, _ = read_records(MAGIC + encode_record(Kind.TO_BROWSER, -5) + encode_record(
-        Kind.TO_BROWSER, 2**40
-    ))
+    records, _ = read_records(
+        MAGIC + encode_record(Kind.TO_BROWSER, -5) + encode_record(Kind.TO_BROWSER, 2**40)
+    )
     assert [r.ms for r in records] == [0, 0xFFFFFFFF]
