@@ -128,9 +128,7 @@ async def test_best_effort_marks_a_recording_that_hit_its_limit_incomplete(
 async def test_required_closes_a_console_whose_recording_stops(
     recording_proxy: StartProxy,
 ) -> None:
-    proxy = await recording_proxy(
-        max_bytes_per_console=4096, keyframe_interval=0, mode="required"
-    )
+    proxy = await recording_proxy(max_bytes_per_console=4096, keyframe_interval=0, mode="required")
     ws, stream, _ = await proxy.open()
     await stream.write(FULL_REQUEST)
     msg = await ws.receive(timeout=5)
