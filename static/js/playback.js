@@ -142,6 +142,9 @@ class Player {
             let at = 0;
             for (const part of batch) { joined.set(part, at); at += part.length; }
             this.channel.deliver(joined);
+            // noVNC takes one handshake step per message: ServerInit and the updates after it
+            // may share a batch, and an empty message lets it go on to them.
+            this.channel.deliver(new Uint8Array(0));
             batch = [];
             size = 0;
         };

@@ -20,8 +20,8 @@ from tests.recording.support import (
     StartProxy,
     audit_lines,
     metadata,
-    records,
     recordings_in,
+    records,
     sha256,
     to_browser,
 )
