@@ -40,7 +40,10 @@ async def wait_for(check: Any, timeout: float = 10.0) -> None:
 async def closed_recordings(directory: Path, count: int = 1) -> list[Path]:
     def done() -> bool:
         paths = recordings_in(directory)
-        return len(paths) == count and all(metadata(p).get("closed") for p in paths)
+        try:  # a .rec gets its .json a moment after it is created
+            return len(paths) == count and all(metadata(p).get("closed") for p in paths)
+        except FileNotFoundError:
+            return False
 
     await wait_for(done)
     return recordings_in(directory)
