@@ -60,6 +60,7 @@ from proxy.web.keys import (
     OPERATOR_COOKIES,
     OPERATOR_FAILURES,
     RATE_LIMITER,
+    RECORDINGS,
     REGISTRY,
     SESSIONS,
     ZSTACK,
@@ -73,7 +74,6 @@ from proxy.web.middlewares import (
 )
 from proxy.web.operator import FAILURES_PER_MINUTE
 from proxy.web.operator_cookie import CookieSealer
-from proxy.web.recordings import RECORDINGS
 from proxy.web.routes import add_routes
 from proxy.zstack.client import ZStackClient
 from proxy.zstack.login import ZStackLogin

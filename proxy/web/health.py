@@ -8,8 +8,7 @@ from aiohttp import hdrs, web
 
 from proxy.tickets.store import StoreUnavailable
 from proxy.web.errors import ApiError
-from proxy.web.keys import CONFIG, CONSOLES, METRICS, REGISTRY, ZSTACK
-from proxy.web.recordings import RECORDINGS
+from proxy.web.keys import CONFIG, CONSOLES, METRICS, RECORDINGS, REGISTRY, ZSTACK
 from proxy.zstack.client import ZStackError
 
 

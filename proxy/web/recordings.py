@@ -18,17 +18,15 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from proxy.recording.recorder import Recordings
 from proxy.recording.store import Filters, RecordingStore, parse_time, valid_id
 from proxy.web.errors import ApiError
-from proxy.web.keys import AUDIT
+from proxy.web.keys import AUDIT, RECORDINGS
 from proxy.web.operator import own_origin_referrer
 from proxy.web.operator_session import require_operator, signed_in
 
 log = logging.getLogger(__name__)
 
 # Would sit in proxy/web/keys.py with the others.
-RECORDINGS = web.AppKey("recordings", Recordings)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
