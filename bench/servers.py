@@ -131,8 +131,14 @@ def _server(command: list[str], env: dict[str, str], log: Path) -> Iterator[tupl
 
 @contextlib.contextmanager
 def system(
-    name: str, targets: dict[str, int], token_file: Path, log: Path, websockify: Path
+    name: str,
+    targets: dict[str, int],
+    token_file: Path,
+    log: Path,
+    websockify: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Endpoint]:
+    """``extra_env``: more CONSOLE_PROXY_* settings for this proxy (e.g. recording on)."""
     if name == "A":
         yield Endpoint("A", targets)
         return
@@ -158,6 +164,7 @@ def system(
             str(token_file),
         ]
         env = {**os.environ, "CONSOLE_PROXY_TARGETS_ALLOW": "127.0.0.0/8", **proxy_limits()}
+        env.update(extra_env or {})
     with _server(command, env, log) as (port, pid):
         yield Endpoint(name, targets, port, pid)
 

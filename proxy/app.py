@@ -38,6 +38,8 @@ from proxy.consoles.targets import TargetPolicy
 from proxy.observe import redaction
 from proxy.observe.audit import AuditLog
 from proxy.observe.metrics import Metrics
+from proxy.recording.recorder import Recordings
+from proxy.recording.store import RecordingStore
 from proxy.relay.handshakes import HandshakeSettings
 from proxy.relay.tls import client_context
 from proxy.tickets.memory import MemoryTicketStore
@@ -58,6 +60,7 @@ from proxy.web.keys import (
     OPERATOR_COOKIES,
     OPERATOR_FAILURES,
     RATE_LIMITER,
+    RECORDINGS,
     REGISTRY,
     SESSIONS,
     ZSTACK,
@@ -108,6 +111,7 @@ def create_app(config: Config) -> web.Application:
     app[INSTANCE] = instance_name()
     app[METRICS] = Metrics()
     app[AUDIT] = audit_log(config)
+    app[RECORDINGS] = Recordings(config.recording, app[METRICS], app[INSTANCE])
     app[RATE_LIMITER] = RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst)
     operators = config.operator
     cookie_key = decode_cookie_key(operators.cookie_key) if operators.cookie_key else None
@@ -125,6 +129,8 @@ def create_app(config: Config) -> web.Application:
             raise ConfigError("tickets.token_plugin", str(exc)) from None
     root = assets_dir(config)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(root / "templates"), autoescape=True)
+    # Before the consoles: the writer outlives them, so their recordings close properly.
+    app.cleanup_ctx.append(recording_writer)
     app.cleanup_ctx.append(functools.partial(console_services, handshakes=handshakes))
     app.on_response_prepare.append(javascript_type)
     app.on_shutdown.append(close_consoles)
@@ -153,6 +159,7 @@ async def console_services(
             app[METRICS],
             app[AUDIT],
             cluster,
+            app[RECORDINGS],
         )
         if cluster is None or redis is None:
             yield
@@ -164,6 +171,30 @@ async def console_services(
             ):
                 yield
         await app[CONSOLES].store.close()
+
+
+async def recording_writer(app: web.Application) -> AsyncIterator[None]:
+    """The thread that writes recordings, and pruning now and then (retention, total size)."""
+    recordings = app[RECORDINGS]
+    recordings.start()
+    if recordings.dir is None:
+        yield
+        return
+
+    async def prune_hourly() -> None:
+        config = recordings.config
+        store = RecordingStore(recordings.dir or Path())
+        while True:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(store.prune, config.retention_days, config.max_total_bytes)
+            await asyncio.sleep(PRUNE_EVERY)
+
+    async with running(prune_hourly()):
+        yield
+    await recordings.stop()
+
+
+PRUNE_EVERY = 3600.0
 
 
 def audit_log(config: Config) -> AuditLog:

@@ -1,4 +1,5 @@
-"""``console-proxy serve``, ``check-config``, ``demo``: parse arguments, build the app, run it."""
+"""``console-proxy serve``, ``check-config``, ``recordings prune``, ``demo``: parse arguments,
+build the app, run it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import proxy
@@ -57,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the configuration and print it (file < environment < flags), secrets redacted",
     )
     check.add_argument("--format", choices=("toml", "json"), default="toml")
+    recordings = commands.add_parser("recordings", help="console recordings ([recording] dir)")
+    recordings_commands = recordings.add_subparsers(dest="action", required=True)
+    recordings_commands.add_parser(
+        "prune",
+        parents=[config_flags],
+        help="remove recordings past retention_days, then the oldest beyond max_total_bytes",
+    )
     demo = commands.add_parser("demo", help="run a self-contained demo (no ZStack needed)")
     demo.add_argument("--listen", default="127.0.0.1:6080", help="HOST:PORT (default %(default)s)")
     return parser
@@ -75,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args)
+    if args.command == "recordings":
+        return prune_recordings(args)
     install_uvloop()
     tune_malloc()
     try:
@@ -107,6 +118,27 @@ def check_config(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(f"# console pages and static files from {assets_dir(config)}\n")
         sys.stdout.write(to_toml(config))
+    return 0
+
+
+def prune_recordings(args: argparse.Namespace) -> int:
+    """Apply ``[recording]`` retention once (for cron or a Kubernetes CronJob)."""
+    from proxy.recording.store import RecordingStore
+
+    try:
+        config = load_config(args.config, os.environ, overrides_from(args))
+    except ConfigError as exc:
+        print(f"console-proxy: {exc}", file=sys.stderr)
+        return 2
+    settings = config.recording
+    if not settings.dir:
+        print("console-proxy: recording is off ([recording] dir is empty)", file=sys.stderr)
+        return 2
+    store = RecordingStore(Path(settings.dir))
+    removed = store.prune(settings.retention_days, settings.max_total_bytes)
+    for ident in removed:
+        print(f"removed {ident}")
+    print(f"{len(removed)} recording(s) removed")
     return 0
 
 

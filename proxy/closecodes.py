@@ -40,6 +40,8 @@ class Close(enum.Enum):
     TLS_REQUIRED = (4517, "the VM's console does not offer TLS, which this proxy requires")
     REVOKED = (4410, "console closed by an administrator")
     STORE_UNAVAILABLE = (4503, "the proxy's ticket store is unavailable; try again shortly")
+    # [recording] mode = "required" and the recording cannot be written.
+    RECORDING_UNAVAILABLE = (4507, "session recording is unavailable")
 
     @property
     def code(self) -> int:
@@ -71,6 +73,8 @@ PAGE_MESSAGES: dict[int, str] = {
     4503: "The console proxy cannot check console links right now (its ticket store is "
     "unavailable). Try again shortly.",
     4504: "The VM's console did not answer in time.",
+    4507: "This console must be recorded, and the recording cannot be written right now. "
+    "Try again later.",
     4511: "The hypervisor rejected the console password.",
     4512: "The VM's console answered with an unexpected protocol.",
     4513: "The VM's console asks for a password that ZStack did not provide.",

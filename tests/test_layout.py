@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "proxy"
-LOWER_FOLDERS = ("consoles", "tickets", "protocols", "relay", "zstack", "observe")
+LOWER_FOLDERS = ("consoles", "tickets", "protocols", "relay", "zstack", "observe", "recording")
 SANS_IO = (
     "protocols/rfb/events.py",
     "protocols/rfb/common.py",
@@ -22,6 +22,8 @@ SANS_IO = (
     "protocols/rfb/input.py",
     "protocols/rfb/vncauth.py",
     "protocols/spice/link.py",
+    "recording/format.py",
+    "recording/keyframes.py",
 )
 MAX_LINES = 450
 

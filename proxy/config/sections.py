@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from proxy.config.operator import OperatorConfig
+from proxy.config.recording import RecordingConfig
 
 # [server] forwarded_headers: which family of headers trusted proxies set.
 FORWARDED_FAMILIES = ("x-forwarded", "forwarded")
@@ -142,6 +143,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     operator: OperatorConfig = field(default_factory=OperatorConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
 
 
 SECTIONS: dict[str, type[Any]] = get_type_hints(Config)

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from proxy.config.errors import ConfigError
 from proxy.config.keys import decode_key, decode_signing_keys
 from proxy.config.operator import OperatorConfigError, check_operator
+from proxy.config.recording import RecordingConfigError, check_recording
 from proxy.config.secrets import redact_url, shown
 from proxy.config.sections import FORWARDED_FAMILIES, Config, TicketsConfig
 from proxy.consoles.targets import TargetPolicy
@@ -90,7 +91,8 @@ def validate(config: Config) -> None:
     try:
         TargetPolicy.parse(config.targets.allow)
         check_operator(config.operator)
-    except OperatorConfigError as exc:
+        check_recording(config.recording)
+    except (OperatorConfigError, RecordingConfigError) as exc:
         raise ConfigError(exc.key, exc.problem) from exc
     except ValueError as exc:
         raise ConfigError("targets.allow", str(exc)) from exc

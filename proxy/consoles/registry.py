@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proxy.closecodes import Close
@@ -33,6 +34,9 @@ class LiveConsole:
     ticket: Ticket | None = None
     # Once bridged: its live byte counts and last input.
     stats: BridgeStats | None = None
+    # Once bridged: closes the host side, which wakes a bridge blocked on a host that stopped
+    # reading (else the browser's close handshake would wait out its timeout).
+    stop_host: Callable[[], None] | None = None
 
     @property
     def counted_as(self) -> str:
@@ -42,6 +46,8 @@ class LiveConsole:
     async def interrupt(self, reason: Close) -> None:
         if self.interrupted is None:
             self.interrupted = reason
+        if self.stop_host is not None:
+            self.stop_host()
         await self.ws.close(code=reason.code, message=reason.reason.encode())
 
 

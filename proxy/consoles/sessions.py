@@ -7,6 +7,7 @@ request and hands the socket over; everything after that lives here, free of HTT
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -20,6 +21,8 @@ from proxy.consoles.service import ConsoleService
 from proxy.observe.audit import AuditLog, ConsoleFacts
 from proxy.observe.logs import CONSOLE_ID
 from proxy.observe.metrics import Metrics
+from proxy.recording.hooks import RecordingHooks
+from proxy.recording.recorder import Recorder, Recordings
 from proxy.relay.bridge import Bridge, BridgeLimits, BridgeStats
 from proxy.relay.browser import BrowserSocket
 from proxy.relay.dial import Streams, dial
@@ -57,6 +60,7 @@ class ConsoleSessions:
         metrics: Metrics,
         audit: AuditLog,
         cluster: ClusterState | None = None,
+        recordings: Recordings | None = None,
     ) -> None:
         self.service = service
         self.registry = registry
@@ -66,6 +70,9 @@ class ConsoleSessions:
         self.metrics = metrics
         self.audit = audit
         self.cluster = cluster
+        self.recordings = recordings
+        # Consoles being closed because their required recording failed (kept referenced).
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def serve(self, browser: BrowserSocket, token: str, client_ip: str) -> Close:
         """Run the console to its end; close the browser's socket with the reason."""
@@ -150,8 +157,17 @@ class ConsoleSessions:
         self.audit.opened(facts)
         stats = console.stats = BridgeStats()
         reason = Close.HOST_CLOSED
+        recorder: Recorder | None = None
         try:
-            reason = await self._pump(console, ticket, streams, stats)
+            recordings = self.recordings
+            if recordings is not None and recordings.enabled:
+                recorder = await recordings.begin(facts, console.started)
+                if recorder is None and recordings.required:
+                    reason = Close.RECORDING_UNAVAILABLE
+                    return reason
+                if recorder is not None and recordings.required:
+                    recorder.on_failure = lambda: self._end_unrecorded(console)
+            reason = await self._pump(console, ticket, streams, stats, recorder)
             return reason
         finally:
             # The StreamWriter stays referenced until here: dropping it would close the transport.
@@ -159,16 +175,29 @@ class ConsoleSessions:
             reason = console.interrupted or reason
             self.metrics.bytes.labels("to_host").inc(stats.bytes_to_host)
             self.metrics.bytes.labels("to_browser").inc(stats.bytes_to_browser)
+            outcome = await recorder.close(reason.name.lower()) if recorder else None
             self.audit.closed(
                 facts,
                 console.started,
                 reason.name.lower(),
                 stats.bytes_to_host,
                 stats.bytes_to_browser,
+                recording=outcome.audit() if outcome else None,
             )
 
+    def _end_unrecorded(self, console: LiveConsole) -> None:
+        """[recording] mode = "required": a console whose recording stopped ends now."""
+        task = asyncio.ensure_future(console.interrupt(Close.RECORDING_UNAVAILABLE))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def _pump(
-        self, console: LiveConsole, ticket: Ticket, streams: Streams, stats: BridgeStats
+        self,
+        console: LiveConsole,
+        ticket: Ticket,
+        streams: Streams,
+        stats: BridgeStats,
+        recorder: Recorder | None = None,
     ) -> Close:
         prelude = await handshake(
             ticket.protocol,
@@ -183,9 +212,20 @@ class ConsoleSessions:
             return prelude
         idle = self.limits.idle_timeout if prelude.carries_input else None
         host = HostLink.adopt(*streams)
+        console.stop_host = host.abort
         limits = BridgeLimits(idle, self.limits.max_session)
         bridge = Bridge(console.ws, host, limits, prelude.is_input, stats, prelude.transform)
-        reason = await bridge.run(prelude.to_host, prelude.to_browser)
+        hooks = None
+        if recorder is not None and self.recordings is not None:
+            interval = self.recordings.config.keyframe_interval
+            hooks = RecordingHooks(recorder, ticket.protocol, interval, host.write)
+            bridge.observe, bridge.host_tap = hooks.observe, hooks.host_tap
+            hooks.start()
+        try:
+            reason = await bridge.run(prelude.to_host, prelude.to_browser)
+        finally:
+            if hooks is not None:
+                hooks.stop()
         if reason in (Close.IDLE, Close.SESSION_LIMIT):
             # The other channels of a SPICE console end with the one that timed out.
             await self.registry.close_group(console.group, reason)

@@ -49,7 +49,10 @@ class AuditLog:
         reason: str,
         bytes_to_host: int,
         bytes_to_browser: int,
+        recording: dict[str, Any] | None = None,
     ) -> None:
+        """``recording``: the console's recording (id, sha256, bytes, complete) when recorded."""
+        extra = {"recording": recording} if recording is not None else {}
         self._write(
             {
                 "event": "console.close",
@@ -59,6 +62,7 @@ class AuditLog:
                 "bytesToHost": bytes_to_host,
                 "bytesToBrowser": bytes_to_browser,
                 "reason": reason,
+                **extra,
             }
         )
 
@@ -97,6 +101,11 @@ def _facts(facts: ConsoleFacts) -> dict[str, Any]:
             {"uuid": facts.account_uuid, "name": facts.account_name} if facts.account_uuid else None
         ),
     }
+
+
+def iso_time(when: float) -> str:
+    """``2026-11-27T15:05:00.000Z``: how audit lines and recordings write a time."""
+    return _iso(when)
 
 
 def _iso(when: float) -> str:

@@ -88,5 +88,18 @@ class Metrics:
             registry=r,
         )
 
+        self.recordings = Counter(
+            "console_proxy_recordings",
+            "Console recordings finished, by result",
+            ["result"],
+            registry=r,
+        )
+        self.recording_failures = Counter(
+            "console_proxy_recording_failures",
+            "Recordings stopped early or refused: queue_full, size_limit, disk_error, unwritable",
+            ["reason"],
+            registry=r,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

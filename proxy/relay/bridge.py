@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 
 # Browser bytes -> (the bytes to send the host, whether they held user input).
 Transform = Callable[[bytes], tuple[bytes, bool]]
+# Sees every chunk the host sends the browser, before it is sent (a recording).
+Observer = Callable[[bytes], None]
+# Sees every chunk sent to the host; answers bytes to send the host right after it, at a message
+# boundary (a recording's keyframe request), almost always b"".
+HostTap = Callable[[bytes], bytes]
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,10 @@ class Bridge:
         "_session_ends",
         "_timer",
         "host",
+        "host_tap",
         "is_input",
         "limits",
+        "observe",
         "stats",
         "transform",
         "ws",
@@ -77,6 +84,8 @@ class Bridge:
         is_input: Callable[[bytes], bool] | None = None,
         stats: BridgeStats | None = None,
         transform: Transform | None = None,
+        observe: Observer | None = None,
+        host_tap: HostTap | None = None,
     ) -> None:
         self.ws = ws
         self.host = host
@@ -87,6 +96,9 @@ class Bridge:
         # Rewrites or drops browser bytes and says whether they held input (then is_input is
         # not asked).
         self.transform = transform
+        # Off (None) unless the console is recorded: then one call per chunk.
+        self.observe = observe
+        self.host_tap = host_tap
         self._host_done: Close | None = None
         self._ended: Close | None = None
         self._closer: asyncio.Task[bool] | None = None
@@ -112,6 +124,8 @@ class Bridge:
                 to_host, _ = self.transform(to_host)
             if to_host:
                 self.host.write(to_host)
+                if self.host_tap is not None and (extra := self.host_tap(to_host)):
+                    self.host.write(extra)
             reason = await self._browser_to_host()
         except ConnectionError:
             reason = Close.HOST_CLOSED
@@ -163,6 +177,8 @@ class Bridge:
                 if data:
                     stats.bytes_to_host += len(data)
                     host.write(data)
+                    if self.host_tap is not None and (extra := self.host_tap(data)):
+                        host.write(extra)
                     await host.drain()
             elif msg.type is WSMsgType.TEXT:
                 return Close.TEXT_FRAME
@@ -172,11 +188,13 @@ class Bridge:
                 return Close.BROWSER_CLOSED
 
     async def _host_to_browser(self, first: bytes) -> None:
-        ws, host, stats = self.ws, self.host, self.stats
+        ws, host, stats, observe = self.ws, self.host, self.stats, self.observe
         try:
             data = first or await host.read()
             while data:
                 stats.bytes_to_browser += len(data)
+                if observe is not None:
+                    observe(data)
                 await ws.send_bytes(data)
                 data = await host.read()
         except ConnectionResetError:

@@ -132,6 +132,12 @@ class HostLink(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection now, unsent bytes included: close() would wait for a host that
+        stopped reading to take them, and a writer waiting on drain() would wait with it."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)

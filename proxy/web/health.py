@@ -8,7 +8,7 @@ from aiohttp import hdrs, web
 
 from proxy.tickets.store import StoreUnavailable
 from proxy.web.errors import ApiError
-from proxy.web.keys import CONFIG, CONSOLES, METRICS, REGISTRY, ZSTACK
+from proxy.web.keys import CONFIG, CONSOLES, METRICS, RECORDINGS, REGISTRY, ZSTACK
 from proxy.zstack.client import ZStackError
 
 
@@ -36,6 +36,13 @@ async def readyz(request: web.Request) -> web.Response:
         await request.app[CONSOLES].store.check_reachable()
     except StoreUnavailable as exc:
         body.update(status="unavailable", store=exc.code)
+    recordings = request.app.get(RECORDINGS)
+    if recordings is not None and recordings.enabled:
+        # Required recording: a directory that cannot take files means no new consoles.
+        writable = await recordings.check_writable()
+        body["recording"] = "ok" if writable else "unwritable"
+        if not writable and recordings.required:
+            body["status"] = "unavailable"
     return web.json_response(body, status=200 if body["status"] == "ready" else 503)
 
 

@@ -13,6 +13,7 @@ from proxy.consoles.service import ConsoleService
 from proxy.consoles.sessions import ConsoleSessions
 from proxy.observe.audit import AuditLog
 from proxy.observe.metrics import Metrics
+from proxy.recording.recorder import Recordings
 from proxy.web.operator_cookie import CookieSealer
 from proxy.zstack.client import ZStackClient
 from proxy.zstack.login import ZStackLogin
@@ -33,3 +34,5 @@ ZSTACK_LOGIN = web.AppKey("zstack_login", ZStackLogin)
 # How operators see this process, and (with Redis) every instance's live consoles.
 INSTANCE = web.AppKey("instance", str)
 LIVE = web.AppKey("live", LiveDirectory)
+# The session recordings of this instance, when [recording] dir is set.
+RECORDINGS = web.AppKey("recordings", Recordings)

@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.web import admin, admin_consoles, api, health, operator, pages, peers
+from proxy.web.recordings import add_recording_routes
 from proxy.web.websocket import websockify
 
 
@@ -28,6 +29,7 @@ def add_routes(app: web.Application, base: str, assets: Path) -> None:
     app.router.add_get(f"{base}/operator/", operator.operator_home)
     app.router.add_post(f"{base}/operator/login", operator.login)
     app.router.add_post(f"{base}/operator/logout", operator.logout)
+    add_recording_routes(app, base)
     novnc = assets / "static" / "node_modules" / "@novnc" / "novnc"
     if novnc.is_dir():
         app.router.add_static(f"{base}/static/novnc", novnc)
