@@ -11,6 +11,8 @@
 import { has, onLanguageChange, t } from './i18n.js';
 
 const FUNCTION_KEY = /^F\d+$/;
+// Short faces for the extra-keys bar (its buttons keep the full name as their label).
+const BAR_FACES = { Left: '←', Up: '↑', Down: '↓', Right: '→', PageUp: 'PgUp', PageDown: 'PgDn' };
 
 function loadMenu() {
     const node = document.getElementById('key-menu');
@@ -167,7 +169,11 @@ export class KeyControls {
         for (const item of document.querySelectorAll('[data-hold]')) {
             item.textContent = keyLabel(item.dataset.hold);
         }
-        for (const b of this.ui.bar.querySelectorAll('[data-key]')) b.textContent = keyLabel(b.dataset.key);
+        for (const b of this.ui.bar.querySelectorAll('[data-key]')) {
+            const name = b.dataset.key;
+            if (BAR_FACES[name]) b.setAttribute('aria-label', keyLabel(name));
+            else b.textContent = keyLabel(name);
+        }
         this.showHeld();
     }
 
@@ -359,7 +365,8 @@ function barButton(name, kind) {
     b.type = 'button';
     b.className = 'btn btn-key';
     b.disabled = true;
-    b.textContent = keyLabel(name);
+    b.textContent = BAR_FACES[name] || keyLabel(name);
+    if (BAR_FACES[name]) b.setAttribute('aria-label', keyLabel(name));
     if (kind === 'hold') {
         b.dataset.hold = name;
         b.setAttribute('aria-pressed', 'false');
