@@ -74,7 +74,7 @@ def accept_language(header: str) -> list[str]:
     for index, part in enumerate(header.split(",")[:_MAX_PREFERENCES]):
         tag, _, params = part.strip().partition(";")
         quality = 1.0
-        match = re.search(r"q=([0-9.]+)", params)
+        match = re.search(r"q=([^;\s]*)", params)
         if match:
             try:
                 quality = float(match[1])
