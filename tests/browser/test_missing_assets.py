@@ -52,7 +52,9 @@ async def test_console_page_without_browser_code_names_the_fix(
 
 
 @pytest.mark.browser
-async def test_missing_page_shows_in_the_browser(tmp_path: Path, aiohttp_server: Any, new_page: NewPage) -> None:
+async def test_missing_page_shows_in_the_browser(
+    tmp_path: Path, aiohttp_server: Any, new_page: NewPage
+) -> None:
     config = make_config(server={"assets_dir": str(assets_copy(tmp_path))})
     server = await aiohttp_server(create_app(config))
     page = await new_page(locale="zh-CN")

@@ -99,12 +99,11 @@ async def test_keys_menu_works_from_the_keyboard(
     assert focused == "Ctrl+Alt+Del"
     await page.keyboard.press("ArrowDown")
     await page.keyboard.press("Enter")  # Ctrl+Alt+Backspace
-    await wait_until(
-        lambda: pressed_keys == [CTRL, ALT, 0xFF08], message=lambda: f"{pressed_keys}"
-    )
+    await wait_until(lambda: pressed_keys == [CTRL, ALT, 0xFF08], message=lambda: f"{pressed_keys}")
     # Every control of the toolbar has a name.
     unnamed = await page.evaluate(
-        """() => [...document.querySelectorAll('.toolbar button, .toolbar select, #extra-keys button')]
+        """() => [...document.querySelectorAll(
+                '.toolbar button, .toolbar select, #extra-keys button')]
             .filter((el) => !(el.getAttribute('aria-label') || el.textContent.trim()
                               || (el.labels && el.labels.length)))
             .map((el) => el.outerHTML)"""

@@ -54,7 +54,8 @@ async def test_touch_device_gets_keyboard_button_and_extra_keys(
     await page.locator("#extra-keys [data-hold=Ctrl]").tap()
     await page.locator("#extra-keys [data-key=Esc]").tap()
     await wait_until(lambda: pressed_keys[3:] == [CTRL, ESC], message=lambda: f"{pressed_keys}")
-    assert await page.locator("#extra-keys [data-hold=Ctrl]").get_attribute("aria-pressed") == "true"
+    held = page.locator("#extra-keys [data-hold=Ctrl]")
+    assert await held.get_attribute("aria-pressed") == "true"
     await page.screenshot(path=str(artifact("console-touch-zh-CN.png")))
 
 
