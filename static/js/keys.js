@@ -54,7 +54,7 @@ export class KeyControls {
         this.buildBar();
         this.wire();
         onLanguageChange(() => this.relabel());
-        if (isTouchDevice()) {
+        if (isTouchDevice() && document.body.dataset.viewOnly !== '1') {
             document.body.dataset.touch = '1';
             this.ui.keyboardButton.hidden = false;
             this.showBar(true);
