@@ -23,9 +23,12 @@ from tests.browser.page_stack import (
 )
 from tests.browser_support import close_code, console_frame, status_text, wait_drawn, wait_state
 from tests.conftest import free_port, write_token_file
+from tests.support.qemu import QemuVm
 
 pytestmark = pytest.mark.browser
 __all__ = ["browser", "demo_inventory", "new_page", "start_stack"]  # fixtures used by name
+
+SPICE_VM = "5b1ce0c0de0000000000000000000c01"
 
 
 async def toolbar_words(page: Page) -> dict[str, str]:
@@ -132,3 +135,37 @@ async def test_portal_switches_the_language_live(
     await frame.locator("html[lang=en]").wait_for(state="attached")
     assert await status_text(frame) == "Connected to demo-vnc"
     assert (await frame.locator("#btn-reconnect").inner_text()).strip() == "Reconnect"
+
+
+@pytest.mark.qemu
+async def test_spice_page_in_chinese_says_clipboard_is_not_available(
+    start_stack: StartStack, new_page: NewPage
+) -> None:
+    async with QemuVm(spice=True) as vm:
+        assert vm.spice_port is not None
+        inventory = Inventory.from_dict(
+            {
+                "accounts": [{"name": "admin", "password": "password"}],
+                "vms": [
+                    {
+                        "uuid": SPICE_VM,
+                        "name": "qemu-spice",
+                        "state": "Running",
+                        "hostIp": "127.0.0.1",
+                        "protocol": "spice",
+                        "spicePort": vm.spice_port,
+                        "owner": "admin",
+                    }
+                ],
+            }
+        )
+        stack, _ = await start_stack(inventory, portal_vm=SPICE_VM)
+        page = await new_page(locale="zh-CN")
+        await page.goto((await mint(stack, SPICE_VM))["consoleUrl"])
+        await wait_state(page, "connected")
+        assert await status_text(page) == "已连接"
+        await wait_drawn(page, timeout=20.0)
+        await page.click("#btn-clipboard")
+        note = await page.locator("#clipboard-unavailable").inner_text()
+        assert "不支持剪贴板" in note and "spice-html5" in note
+        await page.screenshot(path=str(artifact("console-spice-zh-CN.png")))
