@@ -1,6 +1,6 @@
 """WebSocket close codes: the reason sent in the close frame, and the sentence the console page
-shows a person for each code. The page receives :data:`PAGE_MESSAGES` from the server, so this
-module is the one place to add a code.
+shows a person for each code (in proxy/languages/, one table per language). The page receives
+its table from the server, so this module and those files are the one place to add a code.
 
 Codes 4000-4999 are private-use (RFC 6455 section 7.4.2). The last three digits echo the HTTP
 status that means the same thing, so a log reader can guess them without this table.
@@ -9,6 +9,8 @@ status that means the same thing, so a log reader can guess them without this ta
 from __future__ import annotations
 
 import enum
+
+from proxy.i18n import DEFAULT, close_messages
 
 
 class Close(enum.Enum):
@@ -52,33 +54,8 @@ class Close(enum.Enum):
         return self.value[1]
 
 
-# What the console page says for each code; the close reason adds detail for 1000 and 1005.
-# 1005 (no code), 1006 (no close frame) and 1011 come from the browser or aiohttp, not from Close.
-PAGE_MESSAGES: dict[int, str] = {
-    1000: "The VM's console closed the connection.",
-    1001: "The console proxy is restarting; reconnecting…",
-    1002: "The connection broke (WebSocket protocol error).",
-    1003: "The console proxy refused a message from this page (text frames are not accepted).",
-    1005: "The console was disconnected.",
-    1009: "The console proxy refused a message that was too big.",
-    1011: "The console proxy ran into an internal error.",
-    4401: "This console link has expired or was already used. "
-    "Open the console again from the portal.",
-    4403: "The proxy is not allowed to connect to this VM's console (target policy).",
-    4408: "The console was closed after a long time without keyboard or mouse input.",
-    4409: "The console reached its maximum session length and was closed.",
-    4410: "An administrator closed this console.",
-    4429: "Too many consoles are open right now. Try again later.",
-    4502: "The connection to the VM's console failed.",
-    4503: "The console proxy cannot check console links right now (its ticket store is "
-    "unavailable). Try again shortly.",
-    4504: "The VM's console did not answer in time.",
-    4507: "This console must be recorded, and the recording cannot be written right now. "
-    "Try again later.",
-    4511: "The hypervisor rejected the console password.",
-    4512: "The VM's console answered with an unexpected protocol.",
-    4513: "The VM's console asks for a password that ZStack did not provide.",
-    4515: "The VM's console certificate could not be verified, so the proxy did not connect.",
-    4516: "The encrypted connection (TLS) to the VM's console failed.",
-    4517: "The VM's console does not offer encryption (TLS), which this proxy requires.",
-}
+# What the console page says for each code, in English; every language's table is in
+# proxy/languages/<tag>.json ("closeCodes"), and the page gets the one it shows. The close reason
+# adds detail for 1000, 1005 and 4502. 1005 (no code), 1006 (no close frame) and 1011 come from
+# the browser or aiohttp, not from Close.
+PAGE_MESSAGES: dict[int, str] = close_messages(DEFAULT)

@@ -49,6 +49,8 @@ python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${1:-}" != demo ]; then
   command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
   command -v chromium >/dev/null || need+=(chromium)
+  # A CJK font, so screenshots of the Chinese console page show characters, not boxes.
+  [ -n "$(fc-list :lang=zh 2>/dev/null)" ] || need+=(fonts-wqy-microhei)
   command -v redis-server >/dev/null || need+=(redis-server)
   command -v nginx >/dev/null || need+=(nginx)
   command -v haproxy >/dev/null || need+=(haproxy)

@@ -133,6 +133,14 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class PageConfig:
+    """The console pages."""
+
+    # More entries for the page's key menu, besides the built-in ones: "Ctrl+Shift+Esc", ...
+    key_combos: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     zstack: ZStackConfig = field(default_factory=ZStackConfig)
@@ -144,6 +152,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     operator: OperatorConfig = field(default_factory=OperatorConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    page: PageConfig = field(default_factory=PageConfig)
 
 
 SECTIONS: dict[str, type[Any]] = get_type_hints(Config)

@@ -15,6 +15,7 @@ from proxy.config.recording import RecordingConfigError, check_recording
 from proxy.config.secrets import redact_url, shown
 from proxy.config.sections import FORWARDED_FAMILIES, Config, TicketsConfig
 from proxy.consoles.targets import TargetPolicy
+from proxy.keynames import parse_combo
 
 
 def validate(config: Config) -> None:
@@ -88,6 +89,11 @@ def validate(config: Config) -> None:
         raise ConfigError("audit.sink", f"must be 'stderr', 'file:/path' or '', got {sink!r}")
     if config.limits.max_frame_size < 4096:
         raise ConfigError("limits.max_frame_size", "must be at least 4096 bytes")
+    for combo in config.page.key_combos:
+        try:
+            parse_combo(combo)
+        except ValueError as exc:
+            raise ConfigError("page.key_combos", str(exc)) from None
     try:
         TargetPolicy.parse(config.targets.allow)
         check_operator(config.operator)

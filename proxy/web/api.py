@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from proxy import safejson
+from proxy import i18n, safejson
 from proxy.consoles.service import PROTOCOLS, normalize_vm_uuid
 from proxy.tickets.store import StoreUnavailable, Ticket
 from proxy.web.errors import ApiError
@@ -63,6 +63,7 @@ async def mint_console(request: web.Request) -> web.Response:
     view_only = body.get("viewOnly", False)
     if not isinstance(view_only, bool):
         raise ApiError(400, "REQUEST.INVALID_VIEW_ONLY", "viewOnly must be true or false.")
+    language = body_language(body)
     try:
         token, ticket = await request.app[CONSOLES].mint(session, vm_uuid, protocol, view_only)
     except ZStackError as exc:
@@ -73,20 +74,38 @@ async def mint_console(request: web.Request) -> web.Response:
         raise ApiError(
             503, exc.code, "The proxy cannot store console tickets right now; try again shortly."
         ) from None
-    answer = ticket_answer(request, token, ticket)
+    answer = ticket_answer(request, token, ticket, language)
     request.app[METRICS].mints.labels(ticket.protocol).inc()
     log.info("minted %s console for VM %s", ticket.protocol, vm_uuid)
     return web.json_response(answer, status=201)
 
 
-def ticket_answer(request: web.Request, token: str, ticket: Ticket) -> dict[str, Any]:
+def body_language(body: dict[str, Any]) -> str | None:
+    """The mint's optional ``language``: one of the page's languages (proxy/languages/)."""
+    if "language" not in body or body["language"] is None:
+        return None
+    language = i18n.canonical(body["language"])
+    if language is None:
+        raise ApiError(
+            400,
+            "REQUEST.INVALID_LANGUAGE",
+            "language must be one of: " + ", ".join(i18n.available()) + ".",
+        )
+    return language
+
+
+def ticket_answer(
+    request: web.Request, token: str, ticket: Ticket, language: str | None = None
+) -> dict[str, Any]:
     """The JSON a new ticket is handed out with (also for an operator's watch)."""
     expires = datetime.fromtimestamp(ticket.expires_at, UTC).isoformat(timespec="seconds")
     # The page learns view-only from the fragment (to hide its controls); the proxy enforces it.
     view = "&view_only=1" if ticket.view_only else ""
+    # The page speaks the portal's language rather than guessing from the browser's.
+    lang = f"&lang={language}" if language else ""
     return {
         "token": token,
-        "consoleUrl": f"{base_url(request)}/console/{ticket.protocol}#token={token}{view}",
+        "consoleUrl": f"{base_url(request)}/console/{ticket.protocol}#token={token}{view}{lang}",
         "protocol": ticket.protocol,
         "expiresAt": expires.replace("+00:00", "Z"),
     }

@@ -14,8 +14,10 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from proxy import i18n
 from proxy.web.keys import AUDIT, CONFIG, OPERATOR_FAILURES, ZSTACK_LOGIN
 from proxy.web.operator_session import clear_cookie, same_origin, set_cookie, signed_in
+from proxy.web.pages import language_context, page_language
 from proxy.zstack.client import ZStackError
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 FAILURES_PER_MINUTE = 5
 MAX_FIELD = 256
 
-# What the sign-in form says; the words live in the template (one place to translate).
+# What the sign-in form says; the words live in proxy/languages/ ("login").
 WRONG = "wrong"
 NOT_OPERATOR = "not-operator"
 TOO_MANY = "too-many"
@@ -36,9 +38,19 @@ async def operator_home(request: web.Request) -> web.StreamResponse:
     account = signed_in(request)
     if account is None:
         return login_form(request)
-    response = aiohttp_jinja2.render_template(
-        "operator.html", request, {"root": "../", "account": account}
-    )
+    language = page_language(request)
+    context = {
+        **language_context(language),
+        "root": "../",
+        "account": account,
+        # operator.js's words: the "operator" section, less the template's own.
+        "operator_text": {
+            key.removeprefix("operator."): value
+            for key, value in i18n.flatten(i18n.tables()[language]).items()
+            if key.startswith("operator.")
+        },
+    }
+    response = aiohttp_jinja2.render_template("operator.html", request, context)
     return own_origin_referrer(response)
 
 
@@ -47,7 +59,11 @@ async def operator_redirect(request: web.Request) -> web.StreamResponse:
 
 
 def login_form(request: web.Request, problem: str = "", status: int = 200) -> web.Response:
-    context: dict[str, Any] = {"root": "../", "problem": problem}
+    context: dict[str, Any] = {
+        **language_context(page_language(request)),
+        "root": "../",
+        "problem": problem,
+    }
     response = aiohttp_jinja2.render_template(
         "operator_login.html", request, context, status=status
     )

@@ -5,8 +5,14 @@
 //   out: {type: 'console-proxy:status', state: 'connecting'|'connected'|'disconnected', code, reason}
 //   out: {type: 'console-proxy:need-ticket'}      (tickets are single-use; "Reconnect" needs a new one)
 //   in:  {type: 'console-proxy:ticket', token}    (accepted only from that same window)
+//   in:  {type: 'console-proxy:set-language', language}   (from that window; e.g. 'zh-CN')
+//   out: {type: 'console-proxy:language', language}       (the language the page now shows)
+//
+// Every sentence the page shows is a key into the page's words (i18n.js); what the status line
+// and the overlay show is kept as a function, so a language switch can show it again.
 
 import { closeMessage } from './closecodes.js';
+import { initialLanguage, language, onLanguageChange, render, say, setLanguage, t } from './i18n.js';
 
 export const TICKET_WAIT_MS = 3000;
 // After the console library gives up, the socket's own close event may still be on its way.
@@ -26,6 +32,8 @@ export function readFragment() {
         token: params.get('token') || '',
         scale: SCALES.includes(params.get('scale')) ? params.get('scale') : 'fit',
         viewOnly: ['1', 'true', 'yes'].includes(params.get('view_only') || params.get('view')),
+        // The mint's "language" travels here; ?lang= on the page's own URL is the next choice.
+        lang: params.get('lang') || '',
     };
     // Out of the address bar means out of history, bookmarks and screenshots too.
     params.delete('token');
@@ -47,7 +55,7 @@ export function websocketUrl() {
 /**
  * The page's connection state, status line and ticket handling. The page supplies:
  *   connect()            open a new connection with page.takeToken()
- *   connectedText()      the status text of a working connection
+ *   connectedText()      the status text of a working connection (in the current language)
  *   onStateChange(state) enable or disable its own controls
  */
 export class ConsolePage {
@@ -61,10 +69,16 @@ export class ConsolePage {
         this.ticketTimer = null;
         this.awaitingTicket = false;
         this.autoReconnects = 0;
+        this.status = '';
+        this.overlayMessage = '';
+        const query = new URLSearchParams(window.location.search).get('lang');
+        setLanguage(initialLanguage([this.options.lang, query]));
+        onLanguageChange(() => this.showTextsAgain());
         this.idle = new IdleWatch(this);
         this.peers = new PeerCount($('viewers'));
         window.addEventListener('message', (event) => this.onPortalMessage(event));
         if (this.options.viewOnly) showViewOnly();
+        wireToolbarKeys(document.querySelector('.toolbar .tools'));
     }
 
     /** Connect with the ticket from the URL, else ask the portal for one, else explain. */
@@ -75,8 +89,7 @@ export class ConsolePage {
             // Reloaded (the ticket was taken out of the URL) or embedded without one.
             this.requestReconnect();
         } else {
-            this.disconnected(null,
-                'This page needs a console ticket. Open the console again from the portal.');
+            this.disconnected(null, say('console.standalone'));
         }
     }
 
@@ -97,6 +110,7 @@ export class ConsolePage {
 
     // ----- state and status --------------------------------------------------------------
 
+    /** ``text``: a string, or a function giving one in the current language (i18n.say). */
     setState(state, text, code = null, reason = '') {
         document.body.dataset.state = state;
         if (code === null || code === undefined) {
@@ -106,19 +120,33 @@ export class ConsolePage {
         }
         this.setStatus(text);
         this.ui.overlay.hidden = state !== 'disconnected';
-        this.ui.overlayText.textContent = text;
+        this.overlayMessage = text;
+        this.ui.overlayText.textContent = render(text);
         this.onStateChange(state);
         tellPortal({ type: 'console-proxy:status', state, code, reason });
     }
 
     setStatus(text) {
-        this.ui.statusText.textContent = text;
-        this.ui.statusText.title = text;
+        this.status = text;
+        const shown = render(text);
+        this.ui.statusText.textContent = shown;
+        this.ui.statusText.title = shown;
+    }
+
+    /** The language changed: the status line and overlay say the same in the new one. */
+    showTextsAgain() {
+        this.setStatus(this.status);
+        this.ui.overlayText.textContent = render(this.overlayMessage);
+        this.ui.fullscreen.textContent = t(document.fullscreenElement
+            ? 'console.exitFullscreen' : 'console.fullscreen');
+        this.peers.show();
+        this.idle.showAgain();
+        tellPortal({ type: 'console-proxy:language', language: language() });
     }
 
     showConnected() {
         this.autoReconnects = 0;
-        this.setState('connected', this.connectedText());
+        this.setState('connected', this.connectedText);
         this.idle.start();
         this.peers.start();
     }
@@ -143,7 +171,7 @@ export class ConsolePage {
         close = close || { code: null, reason: '' };
         const restarting = close.code === 1001 || (close.code === 1006 && opened);
         if (!text && restarting && !portal) {
-            text = 'The console proxy restarted. Open the console again from the portal.';
+            text = say('console.proxyRestarted');
         }
         this.disconnected(close.code, text || closeMessage(close.code, close.reason, opened),
             close.reason);
@@ -169,31 +197,39 @@ export class ConsolePage {
         this.awaitingTicket = true;
         // A working connection stays up until the new ticket arrives.
         if (this.isConnected()) {
-            this.setStatus('Asking the portal for a new console ticket…');
+            this.setStatus(say('console.askingTicket'));
         } else {
-            this.setState('connecting', 'Asking the portal for a new console ticket…');
+            this.setState('connecting', say('console.askingTicket'));
         }
         tellPortal({ type: 'console-proxy:need-ticket' });
         this.ticketTimer = setTimeout(() => this.ticketUsed(), TICKET_WAIT_MS);
     }
 
+    /** No new ticket: alone in a tab (no portal), or the portal did not answer in time. */
     ticketUsed() {
         this.ticketTimer = null;
+        this.awaitingTicket = false;
         if (this.isConnected()) {
-            this.setStatus(this.connectedText() + '. (No new ticket: to reconnect, open the '
-                + 'console again from the portal.)');
+            this.setStatus(say('console.noNewTicket', { status: this.connectedText }));
             return;
         }
         const code = document.body.dataset.closeCode;
         this.disconnected(code ? Number(code) : null,
-            'This console ticket was already used. Open the console again from the portal.');
+            say(portal ? 'console.portalSilent' : 'console.standalone'));
     }
 
     onPortalMessage(event) {
         // Only the window that embedded or opened us may hand us a ticket, and only when asked.
-        if (!portal || event.source !== portal || !this.awaitingTicket) return;
+        if (!portal || event.source !== portal) return;
         const data = event.data;
-        if (!data || typeof data !== 'object' || data.type !== 'console-proxy:ticket') return;
+        if (!data || typeof data !== 'object') return;
+        if (data.type === 'console-proxy:set-language') {
+            if (!setLanguage(data.language)) {
+                tellPortal({ type: 'console-proxy:language', language: language() });
+            }
+            return;
+        }
+        if (!this.awaitingTicket || data.type !== 'console-proxy:ticket') return;
         if (typeof data.token !== 'string' || !data.token) return;
         clearTimeout(this.ticketTimer);
         this.ticketTimer = null;
@@ -210,11 +246,12 @@ export class ConsolePage {
         document.addEventListener('fullscreenchange', () => {
             const on = Boolean(document.fullscreenElement);
             ui.fullscreen.setAttribute('aria-pressed', String(on));
-            ui.fullscreen.textContent = on ? 'Exit full screen' : 'Full screen';
+            ui.fullscreen.textContent = t(on ? 'console.exitFullscreen' : 'console.fullscreen');
         });
         if (!document.fullscreenEnabled) {
             ui.fullscreen.disabled = true;
-            ui.fullscreen.title = 'Full screen is not allowed here (an iframe needs allow="fullscreen")';
+            ui.fullscreen.dataset.i18nTitle = 'console.fullscreenBlocked';
+            ui.fullscreen.title = t('console.fullscreenBlocked');
         }
         ui.reconnect.addEventListener('click', () => this.requestReconnect());
         ui.overlayReconnect.addEventListener('click', () => this.requestReconnect());
@@ -226,8 +263,9 @@ export class ConsolePage {
             : document.documentElement.requestFullscreen();
         Promise.resolve(request)
             .then(() => focus())
-            .catch(() => { this.setStatus(this.ui.statusText.textContent
-                + ' (full screen was refused by the browser)'); });
+            .catch(() => {
+                this.setStatus(say('console.fullscreenRefused', { status: this.status }));
+            });
     }
 }
 
@@ -267,7 +305,7 @@ export class IdleWatch {
         this.lastInput = Date.now();
         if (this.warning) {
             this.clearWarning();
-            this.page.setStatus(this.page.connectedText());
+            this.page.setStatus(this.page.connectedText);
             tellPortal({ type: 'console-proxy:idle-cleared' });
         }
     }
@@ -275,21 +313,29 @@ export class IdleWatch {
     tick() {
         const left = Math.ceil(this.timeout - (Date.now() - this.lastInput) / 1000);
         if (left > this.warnBefore) return;
-        this.warning = true;
-        const banner = this.page.ui.idleWarning;
-        const text = `No keyboard or mouse input: this console closes in ${Math.max(0, left)} s. `
-            + 'Move the mouse or press a key on it to keep it open.';
-        if (banner) {
-            banner.hidden = false;
-            banner.textContent = text;
+        this.secondsLeft = Math.max(0, left);
+        if (!this.warning) {
+            // Said once (a screen reader reads the live region when it changes); the countdown
+            // beside it changes every second for the eyes only (aria-hidden).
+            this.warning = true;
+            this.page.ui.idleWarning.hidden = false;
+            $('idle-announce').textContent = t('console.idleAnnounce');
+            this.page.setStatus(say('console.idleAnnounce'));
         }
-        this.page.setStatus(text);
-        tellPortal({ type: 'console-proxy:idle-warning', secondsLeft: Math.max(0, left) });
+        $('idle-countdown').textContent = t('console.idleCountdown', { s: this.secondsLeft });
+        tellPortal({ type: 'console-proxy:idle-warning', secondsLeft: this.secondsLeft });
+    }
+
+    /** The language changed while the warning shows. */
+    showAgain() {
+        if (!this.warning) return;
+        $('idle-countdown').textContent = t('console.idleCountdown', { s: this.secondsLeft });
     }
 
     clearWarning() {
         this.warning = false;
-        if (this.page.ui.idleWarning) this.page.ui.idleWarning.hidden = true;
+        this.page.ui.idleWarning.hidden = true;
+        $('idle-announce').textContent = '';
     }
 }
 
@@ -340,11 +386,38 @@ export class PeerCount {
             return;
         }
         if (current !== this.timer || !current) return;
-        const el = this.element;
-        el.textContent = others === 1 ? el.dataset.one : el.dataset.many.replace('{n}', String(others));
-        el.hidden = others < 1;
+        this.others = others;
+        this.show();
         document.body.dataset.peers = String(others);
     }
+
+    show() {
+        const el = this.element;
+        if (!el || !this.timer) return;
+        const others = this.others || 0;
+        el.textContent = others === 1 ? t('console.viewersOne') : t('console.viewersMany', { n: others });
+        el.hidden = others < 1;
+    }
+}
+
+/**
+ * Arrow keys move between the toolbar's controls (it is an ARIA toolbar); Tab still works. A
+ * select or an open menu keeps its own arrow keys.
+ */
+function wireToolbarKeys(tools) {
+    if (!tools) return;
+    tools.addEventListener('keydown', (event) => {
+        if (event.key !== 'ArrowLeft' && event.key !== 'ArrowRight') return;
+        if (event.target.tagName === 'SELECT' || event.target.closest('[role="menu"]')) return;
+        const controls = [...tools.querySelectorAll('button, select')].filter((el) => (
+            !el.disabled && !el.closest('[hidden]') && !el.closest('[role="menu"]')
+            && el.offsetParent !== null));
+        const at = controls.indexOf(event.target);
+        if (at < 0) return;
+        const step = event.key === 'ArrowRight' ? 1 : -1;
+        controls[(at + step + controls.length) % controls.length].focus();
+        event.preventDefault();
+    });
 }
 
 export function tellPortal(message) {

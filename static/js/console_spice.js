@@ -12,9 +12,19 @@
 // channels), so the page watches every socket it opens: the first close that the page did not
 // ask for ends the session, and its close code says why. spice_auto.html reconnects forever on a
 // failure; this page does not (only a proxy restart, 1001, is retried a few times).
+//
+// Keys: spice-html5 sends only what the browser's key events map to, plus its own Ctrl-Alt-Del.
+// The Keys menu and the on-screen keyboard build SPICE key messages themselves (PC scancodes,
+// set 1, on the inputs channel), so every combination works as on the VNC page. Text from the
+// on-screen keyboard is typed on a US layout; characters it lacks are not sent.
+// Clipboard: spice-html5 0.2.1 carries none (no agent clipboard messages); the page says so.
 
 import * as SpiceHtml5 from '../spice/src/main.js';
+import * as SpiceMessages from '../spice/src/spicemsg.js';
+import { Constants as SpiceConstants } from '../spice/src/enums.js';
 import { $, CLOSE_EVENT_GRACE_MS, ConsolePage, websocketUrl } from './console_common.js';
+import { say, t } from './i18n.js';
+import { KeyControls } from './keys.js';
 
 const RESIZE_DEBOUNCE_MS = 200;
 const BLOCKED_IN_VIEW_ONLY = ['keydown', 'keyup', 'keypress', 'mousedown', 'mouseup', 'mousemove',
@@ -29,6 +39,13 @@ const ui = {
     overlayText: $('overlay-text'),
     idleWarning: $('idle-warning'),
     cad: $('btn-cad'),
+    keys: $('btn-keys'),
+    keysMenu: $('keys-menu'),
+    extraKeys: $('extra-keys'),
+    keyboard: $('btn-keyboard'),
+    touchInput: $('touch-input'),
+    clipboardToggle: $('btn-clipboard'),
+    clipboardPanel: $('clipboard-panel'),
     scale: $('scale'),
     fullscreen: $('btn-fullscreen'),
     reconnect: $('btn-reconnect'),
@@ -41,6 +58,13 @@ let resizeTimer = null;
 
 const page = new ConsolePage(ui, { connect, connectedText, onStateChange });
 const options = page.options;
+const keys = new KeyControls(
+    { button: ui.keys, menu: ui.keysMenu, bar: ui.extraKeys, keyboardButton: ui.keyboard,
+      touchInput: ui.touchInput },
+    { key: sendKey, text: sendText },
+    page,
+    focusConsole,
+);
 
 watchSockets();
 ui.scale.value = options.scale;
@@ -57,7 +81,7 @@ function connect() {
     session = { opened: false, closeEvent: null, error: '', agent: false, finished: false,
                 graceTimer: null, sockets: [], ticket: page.takeToken() };
     const current = session;
-    page.setState('connecting', 'Connecting…');
+    page.setState('connecting', say('console.connecting'));
     try {
         sc = new SpiceHtml5.SpiceMainConn({
             uri: url.href,
@@ -69,7 +93,7 @@ function connect() {
         });
     } catch (err) {
         sc = null;
-        page.disconnected(null, 'The console could not start in this browser: ' + err.message);
+        page.disconnected(null, say('console.startFailed', { reason: err.message }));
     }
 }
 
@@ -132,7 +156,7 @@ function finish(current) {
     if (current.finished || session !== current) return;
     clearTimeout(current.graceTimer);
     const text = !current.closeEvent && current.error
-        ? 'The console stopped: ' + current.error.replace(/\.$/, '') + '.'
+        ? say('console.spiceStopped', { reason: current.error.replace(/\.$/, '') })
         : '';
     teardown();
     page.finished(current.closeEvent, current.opened, text, () => session === current);
@@ -151,11 +175,13 @@ function teardown() {
 }
 
 function connectedText() {
-    return 'Connected' + (options.viewOnly ? ' (view only)' : '');
+    const status = t('console.connected');
+    return options.viewOnly ? t('console.viewOnlySuffix', { status }) : status;
 }
 
 function onStateChange(state) {
     ui.cad.disabled = state !== 'connected' || options.viewOnly;
+    keys.setEnabled(state === 'connected' && !options.viewOnly);
 }
 
 // ----- toolbar ----------------------------------------------------------------------------
@@ -183,6 +209,12 @@ function sendCtrlAltDel() {
 
 function wireToolbar() {
     ui.cad.addEventListener('click', sendCtrlAltDel);
+    ui.clipboardToggle.addEventListener('click', () => {
+        const open = ui.clipboardPanel.hidden;
+        ui.clipboardPanel.hidden = !open;
+        ui.clipboardToggle.setAttribute('aria-expanded', String(open));
+        ui.clipboardToggle.classList.toggle('active', open);
+    });
     ui.scale.addEventListener('change', () => {
         options.scale = ui.scale.value;
         layout();
@@ -243,4 +275,62 @@ function onWindowResize() {
     if (options.scale !== 'remote') return;
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(resizeRemote, RESIZE_DEBOUNCE_MS);
+}
+
+// ----- keys from the Keys menu, the extra-keys bar and the on-screen keyboard -----------------
+
+// A US layout's characters that are not letters or digits: [scancode, with Shift].
+const US_CHARS = {
+    ' ': [0x39, false], '-': [0x0C, false], '=': [0x0D, false], '[': [0x1A, false],
+    ']': [0x1B, false], ';': [0x27, false], "'": [0x28, false], '`': [0x29, false],
+    '\\': [0x2B, false], ',': [0x33, false], '.': [0x34, false], '/': [0x35, false],
+    '!': [0x02, true], '@': [0x03, true], '#': [0x04, true], '$': [0x05, true],
+    '%': [0x06, true], '^': [0x07, true], '&': [0x08, true], '*': [0x09, true],
+    '(': [0x0A, true], ')': [0x0B, true], '_': [0x0C, true], '+': [0x0D, true],
+    '{': [0x1A, true], '}': [0x1B, true], ':': [0x27, true], '"': [0x28, true],
+    '~': [0x29, true], '|': [0x2B, true], '<': [0x33, true], '>': [0x34, true],
+    '?': [0x35, true], '\n': [0x1C, false], '\t': [0x0F, false],
+};
+const SHIFT_SCANCODE = 0x2A;
+
+// spice-html5's encoding of a scancode in a key message: 0xE0-prefixed keys carry the prefix in
+// the low byte; a release sets bit 7 of the key's byte.
+function spiceKeyCode(scancode, down) {
+    if (scancode < 0x100) return down ? scancode : scancode | 0x80;
+    const low = (scancode & 0xFF) << 8;
+    return down ? 0xE0 | low : 0x80E0 | low;
+}
+
+function sendScancode(scancode, down) {
+    if (!sc || !sc.inputs || sc.inputs.state !== 'ready' || !page.isConnected()) return;
+    const key = down ? new SpiceMessages.SpiceMsgcKeyDown() : new SpiceMessages.SpiceMsgcKeyUp();
+    key.code = spiceKeyCode(scancode, down);
+    const message = new SpiceMessages.SpiceMiniData();
+    message.build_msg(down ? SpiceConstants.SPICE_MSGC_INPUTS_KEY_DOWN
+        : SpiceConstants.SPICE_MSGC_INPUTS_KEY_UP, key);
+    sc.inputs.send_msg(message);
+}
+
+function sendKey(name, [, , scancode], down) {
+    sendScancode(scancode, down);
+}
+
+function charScancode(char) {
+    const upper = char.toUpperCase();
+    const entry = keys.data.keys[upper];
+    if (entry && /^[A-Z0-9]$/.test(upper)) return [entry[2], char !== char.toLowerCase()];
+    return US_CHARS[char] || null;
+}
+
+function sendText(text) {
+    for (const char of text) {
+        const found = charScancode(char);
+        if (!found) continue;  // not on a US keyboard: SPICE sends keys, not characters
+        const [scancode, shift] = found;
+        const shiftHeld = keys.held.has('Shift');
+        if (shift && !shiftHeld) sendScancode(SHIFT_SCANCODE, true);
+        sendScancode(scancode, true);
+        sendScancode(scancode, false);
+        if (shift && !shiftHeld) sendScancode(SHIFT_SCANCODE, false);
+    }
 }

@@ -4,6 +4,12 @@
 
 import RFB from '../novnc/core/rfb.js';
 import { $, CLOSE_EVENT_GRACE_MS, ConsolePage, websocketUrl } from './console_common.js';
+import { say, t } from './i18n.js';
+import { KeyControls } from './keys.js';
+
+// Ctrl+V (or Shift+Insert) on the console: the VM gets this computer's clipboard first.
+const PASTE_KEYS = [{ code: 'KeyV', ctrl: true }, { code: 'Insert', shift: true }];
+const PASTE_WAIT_MS = 1500;
 
 const ui = {
     statusText: $('status-text'),
@@ -12,6 +18,11 @@ const ui = {
     overlayText: $('overlay-text'),
     idleWarning: $('idle-warning'),
     cad: $('btn-cad'),
+    keys: $('btn-keys'),
+    keysMenu: $('keys-menu'),
+    extraKeys: $('extra-keys'),
+    keyboard: $('btn-keyboard'),
+    touchInput: $('touch-input'),
     clipboardToggle: $('btn-clipboard'),
     clipboardPanel: $('clipboard-panel'),
     clipboardForm: $('clipboard-form'),
@@ -32,9 +43,17 @@ const ui = {
 let rfb = null;
 let socket = null;
 let session = null;             // what we learn about the current connection
+let copied = null;              // text the VM copied that is not on the local clipboard yet
 
 const page = new ConsolePage(ui, { connect, connectedText, onStateChange });
 const options = page.options;
+const keys = new KeyControls(
+    { button: ui.keys, menu: ui.keysMenu, bar: ui.extraKeys, keyboardButton: ui.keyboard,
+      touchInput: ui.touchInput },
+    { key: sendKey, text: sendText },
+    page,
+    focusConsole,
+);
 
 ui.scale.value = options.scale;
 wireToolbar();
@@ -45,16 +64,16 @@ page.start();
 function connect() {
     teardown();
     const ticket = page.takeToken();
-    session = { opened: false, closeEvent: null, rfbDone: false, securityReason: '', name: '',
+    session = { opened: false, closeEvent: null, rfbDone: false, securityReason: null, name: '',
                 finished: false, graceTimer: null };
     const current = session;
-    page.setState('connecting', 'Connecting…');
+    page.setState('connecting', say('console.connecting'));
 
     try {
         // The ticket rides in Sec-WebSocket-Protocol, not in the URL, so no proxy logs it.
         socket = new WebSocket(websocketUrl(), ['binary', 'token.' + ticket]);
     } catch (err) {
-        page.disconnected(null, 'Could not open a connection to the console proxy: ' + err.message);
+        page.disconnected(null, say('console.socketFailed', { reason: err.message }));
         return;
     }
     socket.binaryType = 'arraybuffer';
@@ -69,12 +88,15 @@ function connect() {
         rfb = new RFB(ui.screen, socket, { shared: true });
     } catch (err) {
         socket.close();
-        page.disconnected(null, 'The console could not start in this browser: ' + err.message);
+        page.disconnected(null, say('console.startFailed', { reason: err.message }));
         return;
     }
     applyScale();
     rfb.viewOnly = options.viewOnly;
     rfb.focusOnClick = true;
+    // Pinch to zoom and two-finger pan on a touch screen are noVNC's own gestures (1.7);
+    // dragging the viewport is for a console larger than the screen ("No scaling").
+    rfb.dragViewport = false;
     rfb.background = 'transparent';
     rfb.addEventListener('connect', () => onConnect(current));
     rfb.addEventListener('disconnect', () => onRfbDisconnect(current));
@@ -84,9 +106,9 @@ function connect() {
     });
     rfb.addEventListener('credentialsrequired', (e) => askCredentials(e.detail.types || []));
     rfb.addEventListener('securityfailure', (e) => {
-        current.securityReason = (e.detail.reason || '').trim() || 'wrong password or user name';
+        current.securityReason = (e.detail.reason || '').trim();
     });
-    rfb.addEventListener('clipboard', (e) => { ui.clipboardReceived.value = e.detail.text; });
+    rfb.addEventListener('clipboard', (e) => onVmCopied(e.detail.text));
     rfb.addEventListener('bell', () => {
         ui.screen.classList.add('bell');
         setTimeout(() => ui.screen.classList.remove('bell'), 300);
@@ -101,14 +123,16 @@ function onConnect(current) {
 }
 
 function connectedText() {
-    const name = session && session.name ? ' to ' + session.name : '';
-    return 'Connected' + name + (options.viewOnly ? ' (view only)' : '');
+    const name = session && session.name;
+    const status = name ? t('console.connectedTo', { name }) : t('console.connected');
+    return options.viewOnly ? t('console.viewOnlySuffix', { status }) : status;
 }
 
 function onStateChange(state) {
     const connected = state === 'connected';
     ui.cad.disabled = !connected || options.viewOnly;
     ui.clipboardSendButton.disabled = !connected || options.viewOnly;
+    keys.setEnabled(connected && !options.viewOnly);
 }
 
 function onRfbDisconnect(current) {
@@ -127,9 +151,9 @@ function finish(current) {
     if (current.finished || session !== current) return;
     current.finished = true;
     clearTimeout(current.graceTimer);
-    const text = current.securityReason
-        ? 'The console refused the login: ' + current.securityReason + '.'
-        : '';
+    const reason = current.securityReason;
+    const text = reason === null || reason === undefined ? ''
+        : say('console.loginRefused', { reason: reason || say('console.loginRefusedDefault') });
     page.finished(current.closeEvent, current.opened, text, () => session === current);
 }
 
@@ -175,6 +199,7 @@ function wireToolbar() {
         focusConsole();
     });
     page.wireCommonButtons(focusConsole);
+    wireLocalClipboard();
     ui.credentialsForm.addEventListener('submit', sendCredentials);
     // Inside an iframe the page only gets keys once it has focus: a click on the console
     // area (not only on the canvas) hands the keyboard to the VM.
@@ -197,7 +222,7 @@ function askCredentials(types) {
     ui.usernameRow.hidden = !types.includes('username');
     ui.credentials.hidden = false;
     ui.overlay.hidden = true;
-    page.setStatus('The console asks for a password.');
+    page.setStatus(say('console.askPassword'));
     (types.includes('username') ? ui.username : ui.password).focus();
 }
 
@@ -208,11 +233,80 @@ function sendCredentials(event) {
     if (!ui.usernameRow.hidden) creds.username = ui.username.value;
     ui.password.value = '';         // don't keep the password in the page
     hideCredentials();
-    page.setStatus('Checking the password…');
+    page.setStatus(say('console.checkingPassword'));
     rfb.sendCredentials(creds);
 }
 
 function hideCredentials() {
     ui.credentials.hidden = true;
     ui.password.value = '';
+}
+
+// ----- keys from the Keys menu, the extra-keys bar and the on-screen keyboard -----------------
+
+function sendKey(name, [keysym, code], down) {
+    // With QEMU's extended key events noVNC sends the scancode of ``code``, else the keysym.
+    if (rfb && page.isConnected()) rfb.sendKey(keysym, code, down);
+}
+
+function sendText(text) {
+    if (!rfb || !page.isConnected()) return;
+    for (const char of text) {
+        if (char === '\n') {
+            rfb.sendKey(0xFF0D, 'Enter');
+            continue;
+        }
+        const point = char.codePointAt(0);
+        // Latin-1 keysyms are their code points; the rest of Unicode is 0x01000000 + code point.
+        rfb.sendKey(point < 0x100 ? point : 0x01000000 + point, null);
+    }
+}
+
+// ----- the local clipboard ------------------------------------------------------------------
+// Where the browser allows it (focus, a user gesture, and inside an iframe the portal's
+// allow="clipboard-read; clipboard-write"), text copied in the VM goes to this computer's
+// clipboard, and Ctrl+V on the console sends this computer's clipboard to the VM before the
+// keystroke. The panel stays for everything the browser refuses.
+
+function onVmCopied(text) {
+    ui.clipboardReceived.value = text;
+    copied = text;
+    writeLocalClipboard();
+}
+
+function writeLocalClipboard() {
+    if (copied === null || !navigator.clipboard || !document.hasFocus()) return;
+    const text = copied;
+    navigator.clipboard.writeText(text).then(() => {
+        if (copied === text) copied = null;
+        document.body.dataset.clipboardSynced = '1';
+    }, () => { /* not allowed now: tried again on the next click or key */ });
+}
+
+function wireLocalClipboard() {
+    // The VM may copy while the page has no focus or no user activation; try again on the next.
+    for (const kind of ['pointerdown', 'keydown', 'focus']) {
+        window.addEventListener(kind, writeLocalClipboard, { capture: true, passive: true });
+    }
+    // Before noVNC (capture on the screen, which holds its canvas) sees the paste keystroke.
+    ui.screen.addEventListener('keydown', onPasteKey, { capture: true });
+}
+
+function onPasteKey(event) {
+    const paste = PASTE_KEYS.some((k) => event.code === k.code && Boolean(k.ctrl) === event.ctrlKey
+        && Boolean(k.shift) === event.shiftKey && !event.altKey && !event.metaKey);
+    if (!paste || !rfb || !page.isConnected() || options.viewOnly || event.repeat) return;
+    if (!navigator.clipboard || !navigator.clipboard.readText) return;
+    // Hold the keystroke until the VM has the text, then send it: the VM pastes the new text.
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    const keysym = event.code === 'KeyV' ? 0x76 : 0xFF63;
+    const current = rfb;
+    // A permission prompt the person ignores must not swallow the keystroke.
+    const timeout = new Promise((resolve, reject) => setTimeout(reject, PASTE_WAIT_MS));
+    Promise.race([navigator.clipboard.readText(), timeout]).then((text) => {
+        if (rfb === current && text) rfb.clipboardPasteFrom(text);
+    }, () => { /* not allowed: the VM pastes what it has */ }).finally(() => {
+        if (rfb === current && page.isConnected()) rfb.sendKey(keysym, event.code);
+    });
 }

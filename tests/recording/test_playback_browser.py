@@ -91,7 +91,13 @@ async def test_a_recorded_qemu_console_plays_back_the_same_screen(
     await page.fill("input[name=password]", "password")
     await page.click("button[type=submit]")
     await page.locator("#operator-account").wait_for(timeout=5000)
-    await page.goto(stack.url(f"/operator/recordings/{path.stem}"))
+    # The operator page lists the recording, with a link to its playback.
+    play = page.locator("#recordings a")
+    await play.wait_for(timeout=15_000)
+    assert VM in (await page.locator("#recordings tr").first.text_content() or "")
+    href = await play.get_attribute("href")
+    assert href == f"recordings/{path.stem}"
+    await page.goto(stack.url(f"/operator/{href}"))
     await page.locator("body[data-state=playing]").wait_for(timeout=15_000)
     assert await page.get_attribute("body", "data-integrity") == "match"
     duration = int(await page.get_attribute("body", "data-duration") or 0)
