@@ -14,7 +14,7 @@ from proxy.app import create_app
 from proxy.closecodes import PAGE_MESSAGES, Close
 from proxy.config import ConfigError
 from proxy.keynames import BUILTIN_COMBOS, KEYS, parse_combo
-from tests.conftest import make_config
+from tests.support.configs import make_config
 from tests.support.stack import VM
 
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -122,13 +122,13 @@ async def test_operator_sign_in_page_in_chinese(aiohttp_client: Any) -> None:
 async def test_mint_carries_the_language_in_the_console_url(stack: Any) -> None:
     s = await stack()
     session = await s.login()
-    status, body = await s.mint(session, {"vmUuid": VM, "language": "ZH-cn"})
+    status, body = await s.request_console(session, {"vmUuid": VM, "language": "ZH-cn"})
     assert status == 201, body
     assert body["consoleUrl"].endswith(f"#token={body['token']}&lang=zh-CN")
-    status, body = await s.mint(session, {"vmUuid": VM, "language": None})
+    status, body = await s.request_console(session, {"vmUuid": VM, "language": None})
     assert status == 201 and "lang=" not in body["consoleUrl"]
     for bad in ("fr", "", 7, ["en"]):
-        status, body = await s.mint(session, {"vmUuid": VM, "language": bad})
+        status, body = await s.request_console(session, {"vmUuid": VM, "language": bad})
         assert status == 400, bad
         assert body["error"]["code"] == "REQUEST.INVALID_LANGUAGE"
         assert "zh-CN" in body["error"]["description"]

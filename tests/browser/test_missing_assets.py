@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 
 from proxy.app import REPO_ROOT, create_app
-from tests.browser.page_stack import NewPage, artifact, browser, new_page
-from tests.conftest import make_config
-
-__all__ = ["browser", "new_page"]
+from tests.support.browser import FreshPage, artifact
+from tests.support.configs import make_config
 
 NOVNC = Path("static/node_modules/@novnc/novnc")
 
@@ -53,11 +51,11 @@ async def test_console_page_without_browser_code_names_the_fix(
 
 @pytest.mark.browser
 async def test_missing_page_shows_in_the_browser(
-    tmp_path: Path, aiohttp_server: Any, new_page: NewPage
+    tmp_path: Path, aiohttp_server: Any, fresh_page: FreshPage
 ) -> None:
     config = make_config(server={"assets_dir": str(assets_copy(tmp_path))})
     server = await aiohttp_server(create_app(config))
-    page = await new_page(locale="zh-CN")
+    page = await fresh_page(locale="zh-CN")
     response = await page.goto(str(server.make_url("/console/vnc")))
     assert response is not None and response.status == 503
     assert "npm ci" in await page.locator("main").inner_text()
@@ -66,13 +64,13 @@ async def test_missing_page_shows_in_the_browser(
 
 @pytest.mark.browser
 async def test_a_file_missing_later_is_reported_by_the_page(
-    tmp_path: Path, aiohttp_server: Any, new_page: NewPage
+    tmp_path: Path, aiohttp_server: Any, fresh_page: FreshPage
 ) -> None:
     # rfb.js is there (the server's check passes) but a module it imports is not.
     root = assets_copy(tmp_path, novnc=True)
     (root / NOVNC / "core" / "display.js").unlink()
     server = await aiohttp_server(create_app(make_config(server={"assets_dir": str(root)})))
-    page = await new_page()
+    page = await fresh_page()
     await page.goto(str(server.make_url("/console/vnc")) + "#token=x")
     await page.locator("body[data-assets-missing='1']").wait_for(state="attached", timeout=10_000)
     status = await page.locator("#status-text").inner_text()

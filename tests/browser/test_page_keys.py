@@ -11,21 +11,11 @@ import pytest
 from playwright.async_api import Page
 
 from proxy.demo.simulator import Inventory
-from tests.browser.page_stack import (
-    NewPage,
-    StartStack,
-    browser,
-    demo_inventory,
-    new_page,
-    pressed_keys,
-    start_stack,
-)
-from tests.browser_support import wait_drawn, wait_state
+from tests.support.browser import FreshPage, StartConsoleStack, wait_drawn, wait_state
 from tests.support.qemu import QemuVm
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.browser
-__all__ = ["browser", "demo_inventory", "new_page", "pressed_keys", "start_stack"]
 
 DEMO_VNC = "d3ad0c0de0000000000000000000a001"
 QEMU_VM = "0e3a0c0de0000000000000000000b001"
@@ -43,10 +33,13 @@ async def choose(page: Page, label: str) -> None:
 
 
 async def test_menu_combinations_reach_the_vm(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: NewPage, pressed_keys: list[int]
+    start_console_stack: StartConsoleStack,
+    demo_inventory: Inventory,
+    fresh_page: FreshPage,
+    pressed_keys: list[int],
 ) -> None:
-    stack, _ = await start_stack(demo_inventory, page={"key_combos": ["ctrl+shift+escape"]})
-    page = await new_page()
+    stack, _ = await start_console_stack(demo_inventory, page={"key_combos": ["ctrl+shift+escape"]})
+    page = await fresh_page()
     await open_console(page, (await stack.mint(DEMO_VNC))["consoleUrl"])
 
     await choose(page, "Ctrl+Alt+F1")
@@ -61,10 +54,13 @@ async def test_menu_combinations_reach_the_vm(
 
 
 async def test_held_modifier_combines_with_typed_keys(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: NewPage, pressed_keys: list[int]
+    start_console_stack: StartConsoleStack,
+    demo_inventory: Inventory,
+    fresh_page: FreshPage,
+    pressed_keys: list[int],
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
-    page = await new_page()
+    stack, _ = await start_console_stack(demo_inventory)
+    page = await fresh_page()
     await open_console(page, (await stack.mint(DEMO_VNC))["consoleUrl"])
     await page.click("#btn-keys")
     hold = page.locator("#keys-menu [data-hold=Ctrl]")
@@ -82,10 +78,13 @@ async def test_held_modifier_combines_with_typed_keys(
 
 
 async def test_keys_menu_works_from_the_keyboard(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: NewPage, pressed_keys: list[int]
+    start_console_stack: StartConsoleStack,
+    demo_inventory: Inventory,
+    fresh_page: FreshPage,
+    pressed_keys: list[int],
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
-    page = await new_page()
+    stack, _ = await start_console_stack(demo_inventory)
+    page = await fresh_page()
     await open_console(page, (await stack.mint(DEMO_VNC))["consoleUrl"])
     await page.focus("#btn-cad")
     await page.keyboard.press("ArrowRight")  # the toolbar's arrow keys
@@ -144,14 +143,14 @@ def resets_of(vm: QemuVm) -> Callable[[], Awaitable[int]]:
 @pytest.mark.qemu
 @pytest.mark.parametrize("protocol", ["vnc", "spice"])
 async def test_menu_ctrl_alt_del_resets_qemu(
-    start_stack: StartStack, new_page: NewPage, protocol: str
+    start_console_stack: StartConsoleStack, fresh_page: FreshPage, protocol: str
 ) -> None:
     options: dict[str, Any] = {"spice": True} if protocol == "spice" else {}
     async with QemuVm(**options) as vm:
         port = vm.spice_port if protocol == "spice" else vm.vnc_port
         assert port is not None
-        stack, _ = await start_stack(qemu_inventory(protocol, port), portal_vm=QEMU_VM)
-        page = await new_page()
+        stack, _ = await start_console_stack(qemu_inventory(protocol, port), portal_vm=QEMU_VM)
+        page = await fresh_page()
         await open_console(page, (await stack.mint(QEMU_VM))["consoleUrl"])
         await wait_drawn(page, timeout=20.0)
         resets = resets_of(vm)

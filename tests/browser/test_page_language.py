@@ -10,23 +10,22 @@ import pytest
 from playwright.async_api import Page
 
 from proxy.demo.simulator import Inventory
-from tests.browser.page_stack import (
+from tests.support.browser import (
     DEMO_VNC,
-    NewPage,
-    StartStack,
+    FreshPage,
+    StartConsoleStack,
     artifact,
-    browser,
-    demo_inventory,
-    mint,
-    new_page,
-    start_stack,
+    close_code,
+    console_frame,
+    status_text,
+    wait_drawn,
+    wait_state,
 )
-from tests.browser_support import close_code, console_frame, status_text, wait_drawn, wait_state
-from tests.conftest import free_port, write_token_file
+from tests.support.configs import write_token_file
+from tests.support.net import free_port
 from tests.support.qemu import QemuVm
 
 pytestmark = pytest.mark.browser
-__all__ = ["browser", "demo_inventory", "new_page", "start_stack"]  # fixtures used by name
 
 SPICE_VM = "5b1ce0c0de0000000000000000000c01"
 
@@ -39,10 +38,10 @@ async def toolbar_words(page: Page) -> dict[str, str]:
 
 
 async def test_chinese_browser_sees_chinese(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: NewPage
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, fresh_page: FreshPage
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
-    page = await new_page(locale="zh-CN")
+    stack, _ = await start_console_stack(demo_inventory)
+    page = await fresh_page(locale="zh-CN")
     await page.goto((await stack.mint(DEMO_VNC))["consoleUrl"])
     await wait_state(page, "connected")
     assert await page.evaluate("document.documentElement.lang") == "zh-CN"
@@ -61,10 +60,10 @@ async def test_chinese_browser_sees_chinese(
 
 
 async def test_english_browser_sees_english(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: NewPage
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, fresh_page: FreshPage
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
-    page = await new_page(locale="en-US")
+    stack, _ = await start_console_stack(demo_inventory)
+    page = await fresh_page(locale="en-US")
     await page.goto((await stack.mint(DEMO_VNC))["consoleUrl"])
     await wait_state(page, "connected")
     assert await page.evaluate("document.documentElement.lang") == "en"
@@ -75,12 +74,14 @@ async def test_english_browser_sees_english(
 
 
 async def test_the_mints_language_wins_over_the_browsers(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: NewPage
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, fresh_page: FreshPage
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
-    ticket = await mint(stack, language="zh-cn")  # any case; the URL carries the proxy's spelling
+    stack, _ = await start_console_stack(demo_inventory)
+    ticket = await stack.mint(
+        DEMO_VNC, language="zh-cn"
+    )  # any case; the URL carries the proxy's spelling
     assert ticket["consoleUrl"].endswith("&lang=zh-CN")
-    page = await new_page(locale="en-US")
+    page = await fresh_page(locale="en-US")
     await page.goto(ticket["consoleUrl"])
     await wait_state(page, "connected")
     assert await page.evaluate("document.documentElement.lang") == "zh-CN"
@@ -91,12 +92,15 @@ async def test_the_mints_language_wins_over_the_browsers(
 
 
 async def test_page_lang_parameter_and_close_code_in_chinese(
-    start_stack: StartStack, new_page: NewPage, tmp_path: Path, demo_inventory: Inventory
+    start_console_stack: StartConsoleStack,
+    fresh_page: FreshPage,
+    tmp_path: Path,
+    demo_inventory: Inventory,
 ) -> None:
     # Outside [targets] allow: the proxy closes with 4403, which the page explains in Chinese.
     tokens = write_token_file(tmp_path / "tokens", {"target": ("10.255.1.2", free_port())})
-    stack, _ = await start_stack(demo_inventory, tickets={"token_file": str(tokens)})
-    page = await new_page(locale="en-US")
+    stack, _ = await start_console_stack(demo_inventory, tickets={"token_file": str(tokens)})
+    page = await fresh_page(locale="en-US")
     await page.goto(stack.url("/console/vnc?lang=zh-CN") + "#token=target")
     await wait_state(page, "disconnected")
     assert await close_code(page) == "4403"
@@ -110,10 +114,10 @@ async def test_page_lang_parameter_and_close_code_in_chinese(
 
 
 async def test_portal_switches_the_language_live(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: NewPage
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, fresh_page: FreshPage
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
-    page = await new_page(locale="en-US")
+    stack, _ = await start_console_stack(demo_inventory)
+    page = await fresh_page(locale="en-US")
     await page.goto(stack.portal_url())
     frame = await console_frame(page, "#console")
     await wait_state(frame, "connected")
@@ -139,7 +143,7 @@ async def test_portal_switches_the_language_live(
 
 @pytest.mark.qemu
 async def test_spice_page_in_chinese_says_clipboard_is_not_available(
-    start_stack: StartStack, new_page: NewPage
+    start_console_stack: StartConsoleStack, fresh_page: FreshPage
 ) -> None:
     async with QemuVm(spice=True) as vm:
         assert vm.spice_port is not None
@@ -159,9 +163,9 @@ async def test_spice_page_in_chinese_says_clipboard_is_not_available(
                 ],
             }
         )
-        stack, _ = await start_stack(inventory, portal_vm=SPICE_VM)
-        page = await new_page(locale="zh-CN")
-        await page.goto((await mint(stack, SPICE_VM))["consoleUrl"])
+        stack, _ = await start_console_stack(inventory, portal_vm=SPICE_VM)
+        page = await fresh_page(locale="zh-CN")
+        await page.goto((await stack.mint(SPICE_VM))["consoleUrl"])
         await wait_state(page, "connected")
         assert await status_text(page) == "已连接"
         await wait_drawn(page, timeout=20.0)

@@ -9,32 +9,30 @@ import pytest
 
 from proxy.demo.simulator import Inventory
 from proxy.demo.vncserver import Rect, Scene
-from tests.browser.page_stack import (
+from tests.support.browser import (
     DEMO_VNC,
-    NewPage,
-    StartStack,
+    FreshPage,
+    StartConsoleStack,
     artifact,
-    browser,
-    demo_inventory,
-    new_page,
-    pressed_keys,
-    start_stack,
+    wait_drawn,
+    wait_state,
 )
-from tests.browser_support import wait_drawn, wait_state
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.browser
-__all__ = ["browser", "demo_inventory", "new_page", "pressed_keys", "start_stack"]
 
 PHONE = {"viewport": {"width": 412, "height": 800}, "has_touch": True, "is_mobile": True}
 CTRL, ESC, BACKSPACE = 0xFFE3, 0xFF1B, 0xFF08
 
 
 async def test_touch_device_gets_keyboard_button_and_extra_keys(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: NewPage, pressed_keys: list[int]
+    start_console_stack: StartConsoleStack,
+    demo_inventory: Inventory,
+    fresh_page: FreshPage,
+    pressed_keys: list[int],
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
-    page = await new_page(**PHONE, locale="zh-CN")
+    stack, _ = await start_console_stack(demo_inventory)
+    page = await fresh_page(**PHONE, locale="zh-CN")
     await page.goto((await stack.mint(DEMO_VNC))["consoleUrl"])
     await wait_state(page, "connected")
     await wait_drawn(page)
@@ -60,10 +58,10 @@ async def test_touch_device_gets_keyboard_button_and_extra_keys(
 
 
 async def test_desktop_has_no_keyboard_button(
-    start_stack: StartStack, demo_inventory: Inventory, new_page: NewPage
+    start_console_stack: StartConsoleStack, demo_inventory: Inventory, fresh_page: FreshPage
 ) -> None:
-    stack, _ = await start_stack(demo_inventory)
-    page = await new_page()
+    stack, _ = await start_console_stack(demo_inventory)
+    page = await fresh_page()
     await page.goto((await stack.mint(DEMO_VNC))["consoleUrl"])
     await wait_state(page, "connected")
     assert await page.locator("#btn-keyboard").is_hidden()
@@ -75,9 +73,9 @@ async def test_desktop_has_no_keyboard_button(
 
 
 async def test_ctrl_v_sends_the_local_clipboard_first(
-    start_stack: StartStack,
+    start_console_stack: StartConsoleStack,
     demo_inventory: Inventory,
-    new_page: NewPage,
+    fresh_page: FreshPage,
     pressed_keys: list[int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -89,8 +87,8 @@ async def test_ctrl_v_sends_the_local_clipboard_first(
         return paste(scene, text)
 
     monkeypatch.setattr(Scene, "paste", record_paste)
-    stack, _ = await start_stack(demo_inventory)
-    page = await new_page()
+    stack, _ = await start_console_stack(demo_inventory)
+    page = await fresh_page()
     await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     await page.goto((await stack.mint(DEMO_VNC))["consoleUrl"])
     await wait_state(page, "connected")

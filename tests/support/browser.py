@@ -1,7 +1,8 @@
 """Helpers for the real-browser tests: Debian's Chromium driven by Playwright, a console stack
 (ZStack simulator + proxy + VNC servers) and a stand-in portal on a second origin.
 
-Its fixtures (``browser``, ``new_page``, ``start_console_stack``, ``demo_inventory``) are
+Its fixtures (``browser``, ``new_page``, ``fresh_page``, ``start_console_stack``,
+``demo_inventory``, ``pressed_keys``) are
 registered in tests/conftest.py.
 
 Playwright never downloads a browser here: it drives ``/usr/bin/chromium`` (``apt-get install
@@ -37,9 +38,10 @@ from proxy.app import create_app
 from proxy.demo.portal import add_demo_routes
 from proxy.demo.run import DEFAULT_INVENTORY, start_vnc_servers
 from proxy.demo.simulator import Inventory, create_simulator_app, load_inventory
+from proxy.demo.vncserver import Rect, Scene
 from tests.support.binaries import IN_CI
 from tests.support.configs import make_config
-from tests.support.stack import zstack_login
+from tests.support.stack import request_console, zstack_login
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -213,17 +215,15 @@ class ConsoleStack:
         zstack_url = str(self.simulator.make_url("/zstack"))
         return await zstack_login(self.http, zstack_url, name, password)
 
-    async def mint(self, vm_uuid: str, session: str | None = None) -> dict[str, Any]:
-        """Mint a console ticket through the proxy's real API, as a portal does."""
+    async def mint(self, vm_uuid: str, session: str | None = None, **body: Any) -> dict[str, Any]:
+        """Mint a console ticket through the proxy's real API, as a portal does; ``body`` adds
+        fields to the request (``language``, ``viewOnly``)."""
         session = session or await self.login()
-        async with self.http.post(
-            self.proxy.make_url("/api/v1/consoles"),
-            json={"vmUuid": vm_uuid},
-            headers={"Authorization": f"OAuth {session}"},
-        ) as answer:
-            body = await answer.json()
-            assert answer.status == 201, body
-            return dict(body)
+        status, found = await request_console(
+            self.http, self.url("/api/v1/consoles"), session, {"vmUuid": vm_uuid, **body}
+        )
+        assert status == 201, found
+        return dict(found)
 
     async def close(self) -> None:
         await self.http.close()
@@ -326,6 +326,31 @@ REPO = Path(__file__).resolve().parents[2]
 async def browser() -> AsyncIterator[Browser]:
     async with chromium() as browser:
         yield browser
+
+
+FreshPage = Callable[..., Awaitable[Page]]
+
+
+@pytest.fixture
+async def fresh_page(browser: Browser) -> AsyncIterator[FreshPage]:
+    """``await fresh_page(locale="zh-CN", has_touch=True, ...)``: a page in a fresh context with
+    those options; each fails the test on a script error or a CSP block."""
+    contexts = []
+    watched: list[PageProblems] = []
+
+    async def open_page(**options: Any) -> Page:
+        options.setdefault("viewport", VIEWPORT)
+        context = await browser.new_context(**options)
+        contexts.append(context)
+        page = await context.new_page()
+        watched.append(PageProblems(page))
+        return page
+
+    yield open_page
+    for context in contexts:
+        await context.close()
+    for problems in watched:
+        problems.check()
 
 
 StartConsoleStack = Callable[..., Awaitable[tuple[ConsoleStack, Portal]]]
@@ -433,3 +458,17 @@ def artifact(name: str) -> Path:
     directory = REPO / ".test-artifacts"
     directory.mkdir(exist_ok=True)
     return directory / name
+
+
+@pytest.fixture
+def pressed_keys(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The keysyms the demo VNC server gets pressed (it draws only printable ones)."""
+    pressed: list[int] = []
+    draw_key = Scene.key
+
+    def record_key(scene: Scene, keysym: int) -> list[Rect]:
+        pressed.append(keysym)
+        return draw_key(scene, keysym)
+
+    monkeypatch.setattr(Scene, "key", record_key)
+    return pressed
