@@ -101,28 +101,56 @@ function button(label, action, className = 'btn') {
     return b;
 }
 
+// Rows are kept by console id and only their changed cells rewritten, so a button stays the same
+// element while its console lives: a click is never lost to the once-a-second refresh.
+const rowsById = new Map();
+
+function values(c) {
+    return [
+        c.vmUuid,
+        c.protocol.toUpperCase(),
+        c.account || '—',
+        c.client,
+        c.instance,
+        new Date(c.started * 1000).toLocaleString(),
+        bytes(c.bytesToHost),
+        bytes(c.bytesToBrowser),
+        c.idleSeconds === null ? text('never') : duration(c.idleSeconds),
+        c.viewOnly ? text('yes') : text('no'),
+    ];
+}
+
+const CLASSES = ['mono vm', '', 'account', 'mono client', 'mono', '', 'num to-host', 'num to-browser',
+    'num', 'view-only'];
+
+function newRow(c) {
+    const row = document.createElement('tr');
+    row.dataset.id = c.id;
+    row.dataset.vm = c.vmUuid;
+    values(c).forEach((value, i) => cell(row, value, CLASSES[i]));
+    const actions = cell(row, '', 'actions');
+    if (c.protocol === 'vnc' || c.protocol === 'spice') actions.append(button(text('watch'), 'watch'));
+    actions.append(button(text('close'), 'close', 'btn btn-danger'));
+    if (c.vmUuid) actions.append(button(text('closeVm'), 'close-vm', 'btn btn-danger'));
+    return row;
+}
+
+function updateRow(row, c) {
+    values(c).forEach((value, i) => {
+        const td = row.cells[i];
+        if (td.textContent !== value) td.textContent = value;
+    });
+}
+
 function render() {
     const filter = ui.filter.value.trim().toLowerCase();
     const shown = consoles.filter((c) => matches(c, filter));
     ui.summary.textContent = text('count', { n: consoles.length });
+    const live = new Set(consoles.map((c) => c.id));
+    for (const id of rowsById.keys()) if (!live.has(id)) rowsById.delete(id);
     const rows = shown.map((c) => {
-        const row = document.createElement('tr');
-        row.dataset.id = c.id;
-        row.dataset.vm = c.vmUuid;
-        cell(row, c.vmUuid, 'mono vm');
-        cell(row, c.protocol.toUpperCase());
-        cell(row, c.account || '—', 'account');
-        cell(row, c.client, 'mono client');
-        cell(row, c.instance, 'mono');
-        cell(row, new Date(c.started * 1000).toLocaleString());
-        cell(row, bytes(c.bytesToHost), 'num to-host');
-        cell(row, bytes(c.bytesToBrowser), 'num to-browser');
-        cell(row, c.idleSeconds === null ? text('never') : duration(c.idleSeconds), 'num');
-        cell(row, c.viewOnly ? text('yes') : text('no'), 'view-only');
-        const actions = cell(row, '', 'actions');
-        if (c.protocol === 'vnc' || c.protocol === 'spice') actions.append(button(text('watch'), 'watch'));
-        actions.append(button(text('close'), 'close', 'btn btn-danger'));
-        if (c.vmUuid) actions.append(button(text('closeVm'), 'close-vm', 'btn btn-danger'));
+        let row = rowsById.get(c.id);
+        if (row) updateRow(row, c); else rowsById.set(c.id, (row = newRow(c)));
         return row;
     });
     if (!rows.length) {
@@ -131,7 +159,10 @@ function render() {
         td.colSpan = 11;
         rows.push(row);
     }
-    ui.rows.replaceChildren(...rows);
+    const current = Array.from(ui.rows.children);
+    if (current.length !== rows.length || current.some((row, i) => row !== rows[i])) {
+        ui.rows.replaceChildren(...rows);
+    }
 }
 
 async function act(event) {
