@@ -217,6 +217,7 @@ class ConsoleSessions:
         bridge = Bridge(console.ws, host, limits, prelude.is_input, stats, prelude.transform)
         hooks = None
         if recorder is not None and self.recordings is not None:
+            recorder.channel = prelude.channel
             interval = self.recordings.config.keyframe_interval
             hooks = RecordingHooks(recorder, ticket.protocol, interval, host.write)
             bridge.observe, bridge.host_tap = hooks.observe, hooks.host_tap

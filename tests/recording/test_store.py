@@ -111,7 +111,7 @@ async def test_the_api_lists_filters_and_pages(recording_proxy: StartProxy) -> N
     assert status == 200
     assert [r["id"] for r in body["recordings"]] == [third, second, first]
     assert set(body["recordings"][0]) == {
-        "id", "console", "vmUuid", "protocol", "client", "account", "started",
+        "id", "console", "vmUuid", "protocol", "channel", "client", "account", "started",
         "duration", "bytes", "sha256", "complete", "playable",
     }  # fmt: skip
     for query, expected in [
