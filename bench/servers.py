@@ -154,7 +154,7 @@ def system(
         env = dict(os.environ)
     else:
         command = [
-            str(REPO / ".venv" / "bin" / "python"),
+            sys.executable,  # the venv `make bench` runs in
             "-m",
             "proxy.cli",
             "serve",
