@@ -29,7 +29,8 @@ let dragging = false;
 function show(player) {
     document.body.dataset.position = String(Math.round(player.position));
     if (!dragging) ui.slider.value = String(Math.round(player.position));
-    ui.clock.textContent = `${clock(player.position)} / ${clock(player.duration)}`;
+    const seeking = document.body.dataset.state === 'seeking';
+    ui.clock.textContent = seeking ? TEXT.seeking : `${clock(player.position)} / ${clock(player.duration)}`;
     ui.play.textContent = player.playing ? TEXT.pause : TEXT.play;
 }
 

@@ -458,6 +458,7 @@ export class Player {
     async _seekTo(ms) {
         const started = performance.now();
         document.body.dataset.state = 'seeking';
+        this.onChange(this);
         const end = firstAbove(this.index.ms, this.index.count, ms);
         const draw = await this.drawFrom(end, ms);
         if (end < this.next) {
