@@ -1,8 +1,9 @@
 // The playback page: loads a recording's metadata and file, then plays it with the player of
-// playback_player.js (which also explains how seeking works), with play/pause, 1×/2×/4×/8× and a
+// playback_player.js (which explains how seeking works), with play/pause, 1×/2×/4×/8× and a
 // time slider.
 
-import { Player, indexRecording } from './playback_player.js';
+import { Player } from './playback_player.js';
+import { indexRecording } from './playback_stream.js';
 
 const $ = (id) => document.getElementById(id);
 const TEXT = JSON.parse($('playback-text').textContent);

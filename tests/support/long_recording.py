@@ -1,12 +1,14 @@
 """A long VNC recording for the seeking tests, made of a real QEMU console's stream.
 
-:func:`record_qemu_console` is a browser that speaks to QEMU through the proxy the way noVNC does
-(its pixel format and encodings, so QEMU answers in Tight with its persistent zlib streams) and
-asks for an update every few milliseconds while QEMU resets now and then; the proxy records it,
-keyframes included. :func:`stretch` then spreads that recording's clock over an hour: the bytes,
-their order and the keyframe markers stay as recorded, only the timestamps grow. A short real
-capture with keyframes asked every ``capture / 360`` seconds becomes an hour with a keyframe
-every 10 s and a reset every few minutes: a mostly idle console with some activity.
+The VM boots :data:`SCROLLING_LOG` (a boot sector that prints a scrolling log). While the proxy
+records its console, :func:`record_qemu_console` is a browser that speaks to QEMU through the
+proxy as noVNC does (its pixel format and encodings, so QEMU answers in Tight with its persistent
+zlib streams), asking for an update every few milliseconds, and pauses the VM between bursts of
+activity. :func:`stretch` then spreads that recording over an hour: the bytes, their order and the
+keyframe markers stay as recorded, the markers are spread evenly and what followed each marker
+keeps its real pace. A capture of a few tens of seconds with a keyframe asked every
+``capture / 360`` seconds becomes an hour with a keyframe every 10 s: a mostly idle console
+with some activity, a few MB.
 """
 
 from __future__ import annotations
