@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -108,6 +108,18 @@ def targets(registry: ConsoleRegistry) -> dict[str, Ticket]:
         if console.ticket is not None:
             found.setdefault(console.counted_as, console.ticket)
     return found
+
+
+class ConsoleDirectory(Protocol):
+    """The other instances' (Redis) or workers' (the hub) consoles, as the web layer uses them."""
+
+    async def others(self) -> list[dict[str, Any]]: ...
+
+    async def others_cached(self, max_age: float = 0.5) -> list[dict[str, Any]]: ...
+
+    async def target(self, console_id: str) -> Ticket | None: ...
+
+    async def publish_close(self, console_id: str) -> int: ...
 
 
 class LiveDirectory:

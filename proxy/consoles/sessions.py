@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from proxy.closecodes import Close
-from proxy.consoles.cluster import ClusterState
+from proxy.consoles.cluster import SharedCounts
 from proxy.consoles.limits import RateLimiter
 from proxy.consoles.registry import ConsoleRegistry, LiveConsole
 from proxy.consoles.service import ConsoleService
@@ -59,7 +59,7 @@ class ConsoleSessions:
         failures: RateLimiter,
         metrics: Metrics,
         audit: AuditLog,
-        cluster: ClusterState | None = None,
+        cluster: SharedCounts | None = None,
         recordings: Recordings | None = None,
     ) -> None:
         self.service = service
