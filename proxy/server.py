@@ -54,8 +54,10 @@ async def run_server(
     )
     await site.start()
     log.info("console proxy listening on %s", site.name)
-    if certificate is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, certificate.reload)
+    # SIGHUP (a supervisor passes it on to every worker) reloads the certificate; without one it
+    # must not end the process, as its default action would.
+    reload = certificate.reload if certificate is not None else nothing_to_reload
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
     hub = runner.app.get(HUB)
     if hub is not None:
         await hub.call("ready", {})  # the supervisor reports the port served once all are
@@ -63,6 +65,10 @@ async def run_server(
         await wait_for_signal(hub.lost if hub is not None else None)
     finally:
         await graceful_shutdown(runner)
+
+
+def nothing_to_reload() -> None:
+    log.info("SIGHUP: nothing to reload (no [server] tls_cert_file)")
 
 
 async def graceful_shutdown(runner: web.AppRunner) -> None:

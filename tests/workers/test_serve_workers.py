@@ -180,6 +180,14 @@ async def test_tickets_limits_listing_metrics_and_revocation_span_both_workers(
     assert await workers.listing() == []
 
 
+async def test_sighup_is_passed_on_and_ends_no_worker(workers: Workers) -> None:
+    before = children(workers.proxy.pid)
+    workers.proxy.send(signal.SIGHUP)
+    await wait_until(lambda: workers.proxy.stderr.count("SIGHUP: nothing to reload") == 2)
+    assert children(workers.proxy.pid) == before
+    await workers.proxy.wait_healthy()
+
+
 async def test_an_operator_signed_in_on_one_worker_is_signed_in_on_both(
     workers: Workers,
 ) -> None:
