@@ -180,6 +180,28 @@ async def test_tickets_limits_listing_metrics_and_revocation_span_both_workers(
     assert await workers.listing() == []
 
 
+async def test_an_operator_watches_and_closes_consoles_on_either_worker(workers: Workers) -> None:
+    consoles = [await workers.open(await workers.mint()) for _ in range(6)]
+    listed = await workers.listing()
+    assert len({c["instance"] for c in listed}) == 2
+    watchers = []
+    for console in listed:
+        async with workers.http.post(
+            f"{workers.proxy.url}/api/v1/admin/consoles/{console['id']}/watch", headers=BEARER
+        ) as answer:
+            assert answer.status == 201, await answer.text()
+            watchers.append(await workers.open((await answer.json())["token"]))
+    assert len(watchers) == 6
+    # Closing by id works from whichever worker the request reaches.
+    for console in listed:
+        async with workers.http.post(
+            f"{workers.proxy.url}/api/v1/admin/consoles/{console['id']}/close", headers=BEARER
+        ) as answer:
+            assert answer.status == 200, await answer.text()
+    for ws, _stream in consoles:
+        assert await closed_with(ws) == Close.REVOKED.code
+
+
 async def test_sighup_is_passed_on_and_ends_no_worker(workers: Workers) -> None:
     before = children(workers.proxy.pid)
     workers.proxy.send(signal.SIGHUP)
