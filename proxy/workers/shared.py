@@ -10,12 +10,11 @@ consoles cost no work every half second.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
-from proxy.consoles.live import OnClose, summarize, targets
+from proxy.consoles.live import OnClose, RecentListing, summarize, targets
 from proxy.consoles.registry import ConsoleRegistry
 from proxy.tickets.store import Ticket, TicketStore, TicketStoreUnavailable
 from proxy.workers.client import HubClient
@@ -78,7 +77,7 @@ class HubDirectory:
         self._hub = hub
         self._registry = registry
         self._instance = instance
-        self._cached: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        self._cached = RecentListing()
         hub.on("consoles", self._our_consoles)
         hub.on("target", self._our_target)
 
@@ -87,11 +86,7 @@ class HubDirectory:
         return [dict(c) for answer in answers or () for c in answer or () if isinstance(c, dict)]
 
     async def others_cached(self, max_age: float = 0.5) -> list[dict[str, Any]]:
-        when, listed = self._cached
-        if time.monotonic() - when > max_age:
-            listed = await self.others()
-            self._cached = (time.monotonic(), listed)
-        return listed
+        return await self._cached.get(self.others, max_age)
 
     async def target(self, console_id: str) -> Ticket | None:
         answers = await self._hub.call("ask", {"kind": "target", "body": console_id})

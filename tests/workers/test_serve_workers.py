@@ -19,18 +19,23 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType
 from redis.asyncio import Redis
 
 from proxy.closecodes import Close
-from proxy.demo.simulator import create_simulator_app
 from proxy.web.operator_session import COOKIE
 from tests.support.metrics import sample_value
-from tests.support.net import TcpTarget, free_port, rfb_echo
+from tests.support.net import free_port
 from tests.support.rfb_client import ByteStream, RfbError, greet_as_browser
 from tests.support.serve_process import ServeProcess
 from tests.support.services import RedisServer
-from tests.support.stack import VM, AiohttpServer, inventory, vm_entry, zstack_login
+from tests.support.stack import (
+    VM,
+    AiohttpServer,
+    close_code_of,
+    echo_vm_zstack,
+    process_env,
+    zstack_login,
+)
 from tests.support.waiting import wait_until
 
 ADMIN_TOKEN = "workers-admin-token-for-tests"
@@ -62,15 +67,6 @@ async def still_echoes(stream: ByteStream) -> bool:
         return False
 
 
-async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int:
-    """Wait for the proxy to close the console; its close code."""
-    while True:
-        message = await ws.receive(timeout=10)
-        if message.type is not WSMsgType.BINARY:
-            assert message.type is WSMsgType.CLOSE, message
-            return int(message.data)
-
-
 @dataclass
 class Workers:
     proxy: ServeProcess
@@ -92,7 +88,7 @@ class Workers:
 
     async def refusal(self, token: str) -> int:
         ws = await self.http.ws_connect(f"{self.proxy.url}/websockify?token={token}")
-        return await closed_with(ws)
+        return await close_code_of(ws)
 
     async def active_is(self, count: float) -> bool:
         return await self.active() == count
@@ -114,19 +110,15 @@ class Workers:
 async def serving_workers(
     aiohttp_server: AiohttpServer, tcp_target: Any, tmp_path: Path, **env: str
 ) -> AsyncIterator[Workers]:
-    target: TcpTarget = await tcp_target(rfb_echo)
-    simulator = await aiohttp_server(
-        create_simulator_app(inventory([vm_entry(VM, vncPort=target.port)])), access_log=None
-    )
-    zstack = str(simulator.make_url("/zstack"))
+    zstack, _target = await echo_vm_zstack(aiohttp_server, tcp_target)
     port = free_port()
     env = {
-        "CONSOLE_PROXY_ZSTACK_URL": zstack,
-        "CONSOLE_PROXY_TARGETS_ALLOW": "127.0.0.0/8",
-        "CONSOLE_PROXY_SERVER_ADMIN_TOKEN": ADMIN_TOKEN,
-        "CONSOLE_PROXY_SERVER_DRAIN_TIMEOUT": "2",
-        "CONSOLE_PROXY_LIMITS_MAX_PER_VM": str(PER_VM),
-        "CONSOLE_PROXY_AUDIT_SINK": "",
+        **process_env(
+            zstack,
+            server_admin_token=ADMIN_TOKEN,
+            server_drain_timeout="2",
+            limits_max_per_vm=str(PER_VM),
+        ),
         **env,
     }
     args = ["--workers", "2", "--listen", f"127.0.0.1:{port}"]
@@ -175,7 +167,7 @@ async def test_tickets_limits_listing_metrics_and_revocation_span_both_workers(
         body = await answer.json()
         assert answer.status == 200 and body["otherInstancesTold"] == 1, body
     for ws, _stream in consoles:
-        assert await closed_with(ws) == Close.REVOKED.code
+        assert await close_code_of(ws) == Close.REVOKED.code
     await wait_until(lambda: workers.active_is(0), timeout=5)
     assert await workers.listing() == []
 
@@ -199,7 +191,7 @@ async def test_an_operator_watches_and_closes_consoles_on_either_worker(workers:
         ) as answer:
             assert answer.status == 200, await answer.text()
     for ws, _stream in consoles:
-        assert await closed_with(ws) == Close.REVOKED.code
+        assert await close_code_of(ws) == Close.REVOKED.code
 
 
 async def test_sighup_is_passed_on_and_ends_no_worker(workers: Workers) -> None:
