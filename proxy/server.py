@@ -16,7 +16,7 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.closecodes import Close
-from proxy.config import Config, parse_listen
+from proxy.config import Config, ConfigError, parse_listen
 from proxy.relay.tuning import raise_open_files_limit
 from proxy.web.accesslog import RedactingAccessLogger
 from proxy.web.connections import GuardedAppRunner
@@ -52,7 +52,13 @@ async def run_server(
     site = web.TCPSite(
         runner, host, port, backlog=LISTEN_BACKLOG, ssl_context=tls, reuse_port=reuse_port
     )
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # a busy port, an address not on this machine: one clear line
+        await runner.cleanup()
+        raise ConfigError(
+            "server.listen", f"cannot listen on {site.name}: {exc.strerror}"
+        ) from None
     log.info("console proxy listening on %s", site.name)
     # SIGHUP (a supervisor passes it on to every worker) reloads the certificate; without one it
     # must not end the process, as its default action would.

@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from proxy.config import Config, parse_listen
+from proxy.config import Config, ConfigError, parse_listen
 from proxy.workers.hub import Hub, start_hub
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,14 @@ STOP_MARGIN = 15.0
 def reserve_port(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = listen_arg(host, port)
+        raise ConfigError("server.listen", f"cannot listen on {where}: {exc.strerror}") from None
     return sock
 
 

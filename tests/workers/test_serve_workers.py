@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
@@ -299,3 +300,16 @@ async def test_with_redis_configured_the_workers_share_redis_not_the_hub(
             assert await redis.keys("console-proxy:ticket:*") == []
     finally:
         await redis.aclose()
+
+
+@pytest.mark.parametrize("count", ["1", "2"])
+async def test_a_busy_port_is_one_clear_line_and_status_2(count: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proxy = ServeProcess(port, ["--workers", count, "--listen", f"127.0.0.1:{port}"], tmp_path)
+        proxy.start()
+        assert await proxy.wait_exit(30) == 2
+    assert "server.listen: cannot listen on" in proxy.stderr
+    assert "in use" in proxy.stderr and "Traceback" not in proxy.stderr
