@@ -28,7 +28,7 @@ from proxy.config import (
 )
 from proxy.consoles.background import running
 from proxy.consoles.cluster import REFRESH_EVERY, ClusterState, ClusterUnavailable, SharedCounts
-from proxy.consoles.limits import RateLimiter
+from proxy.consoles.limits import Budget, LocalBudget, RateLimiter
 from proxy.consoles.live import LiveDirectory, instance_name
 from proxy.consoles.live_tasks import live_tasks
 from proxy.consoles.registry import ConsoleRegistry
@@ -79,7 +79,7 @@ from proxy.web.operator_cookie import CookieSealer
 from proxy.web.routes import add_routes
 from proxy.workers.client import HubClient
 from proxy.workers.role import WorkerRole, share_limits
-from proxy.workers.shared import HubCounts, HubDirectory, HubTicketStore
+from proxy.workers.shared import HubBudget, HubCounts, HubDirectory, HubTicketStore
 from proxy.zstack.client import ZStackClient
 from proxy.zstack.login import ZStackLogin
 
@@ -122,11 +122,12 @@ def create_app(config: Config, worker: WorkerRole | None = None) -> web.Applicat
     app[METRICS] = Metrics()
     app[AUDIT] = audit_log(config)
     app[RECORDINGS] = Recordings(config.recording, app[METRICS], app[INSTANCE])
-    app[RATE_LIMITER] = RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst)
+    limits = config.limits
+    app[RATE_LIMITER] = LocalBudget(RateLimiter(limits.rate_per_minute, limits.rate_burst))
     operators = config.operator
     cookie_key = decode_cookie_key(operators.cookie_key) if operators.cookie_key else None
     app[OPERATOR_COOKIES] = CookieSealer(cookie_key, operators.session_ttl)
-    app[OPERATOR_FAILURES] = RateLimiter(FAILURES_PER_MINUTE, FAILURES_PER_MINUTE)
+    app[OPERATOR_FAILURES] = LocalBudget(RateLimiter(FAILURES_PER_MINUTE, FAILURES_PER_MINUTE))
     # Built here, not at start-up, so a bad [tls] file stops create_app with a ConfigError.
     handshakes = HandshakeSettings(
         config.limits.handshake_timeout, client_context(config.tls), config.tls.vnc_required
@@ -174,7 +175,7 @@ async def console_services(
             app[REGISTRY],
             session_limits(config),
             handshakes,
-            RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst),
+            failures_budget(app, shared_hub),
             app[METRICS],
             app[AUDIT],
             cluster,
@@ -189,11 +190,22 @@ async def console_services(
             elif redis is not None and isinstance(cluster, ClusterState):
                 live = app[LIVE] = live_directory(config, redis, cluster.instance_id)
                 await background.enter_async_context(cluster_tasks(app, cluster))
-                await background.enter_async_context(
-                    live_tasks(live, app[REGISTRY], app[INSTANCE])
-                )
+                await background.enter_async_context(live_tasks(live, app[REGISTRY], app[INSTANCE]))
             yield
         await app[CONSOLES].store.close()
+
+
+def failures_budget(app: web.Application, hub: HubClient | None) -> Budget:
+    """The failed redemptions' budget. With the workers' hub every per-address budget (this one,
+    mints', operator sign-ins') is the machine's, not each worker's: the hub keeps them."""
+    limits = app[CONFIG].limits
+    if hub is None:
+        return LocalBudget(RateLimiter(limits.rate_per_minute, limits.rate_burst))
+    app[RATE_LIMITER] = HubBudget(hub, "mint", limits.rate_per_minute, limits.rate_burst)
+    app[OPERATOR_FAILURES] = HubBudget(
+        hub, "operator_sign_in", FAILURES_PER_MINUTE, FAILURES_PER_MINUTE
+    )
+    return HubBudget(hub, "redemption_failures", limits.rate_per_minute, limits.rate_burst)
 
 
 @contextlib.asynccontextmanager

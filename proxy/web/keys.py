@@ -6,7 +6,7 @@ from aiohttp import web
 
 from proxy.config import Config
 from proxy.consoles.cluster import SharedCounts
-from proxy.consoles.limits import RateLimiter
+from proxy.consoles.limits import Budget
 from proxy.consoles.live import ConsoleDirectory
 from proxy.consoles.registry import ConsoleRegistry
 from proxy.consoles.service import ConsoleService
@@ -27,11 +27,11 @@ SESSIONS = web.AppKey("sessions", ConsoleSessions)
 REGISTRY = web.AppKey("registry", ConsoleRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 AUDIT = web.AppKey("audit", AuditLog)
-RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+RATE_LIMITER = web.AppKey("rate_limiter", Budget)
 CLUSTER = web.AppKey("cluster", SharedCounts)
 OPERATOR_COOKIES = web.AppKey("operator_cookies", CookieSealer)
 # Failed operator sign-ins per address (5 a minute).
-OPERATOR_FAILURES = web.AppKey("operator_failures", RateLimiter)
+OPERATOR_FAILURES = web.AppKey("operator_failures", Budget)
 ZSTACK_LOGIN = web.AppKey("zstack_login", ZStackLogin)
 # How operators see this process, and (with Redis) every instance's live consoles.
 INSTANCE = web.AppKey("instance", str)

@@ -5,6 +5,7 @@
 - Per-VM console counts: a member per (worker, console), claimed below the limit atomically (the
   hub handles one request at a time); a worker's members go when its connection does, so a
   worker that dies frees its VMs' slots at once, with no lease to wait out.
+- Per-address budgets (mints, failed redemptions, operator sign-ins), spent by every worker.
 - Messages between workers: ``broadcast`` (revocation, closing a console) reaches every other
   worker; ``ask`` puts a question to every other worker (their consoles for the operators'
   listing, one console's target for a watch, their metrics) and gathers the answers that come
@@ -23,12 +24,15 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.consoles.limits import RateLimiter
 from proxy.tickets.memory import MemoryTicketStore
 from proxy.tickets.store import Ticket, TicketStoreFull
 from proxy.workers.wire import ASK_TIMEOUT, BAD_REQUEST, FULL, MAX_LINE, decode, encode
 
 log = logging.getLogger(__name__)
 
+# Per-address budgets (mints, failed redemptions, operator sign-ins): a few names, not more.
+MAX_BUDGETS = 16
 # A worker that stops reading its answers is dropped past this much unsent data.
 MAX_PENDING_WRITE = 64 * 1024 * 1024
 
@@ -63,6 +67,7 @@ class Hub:
         self._by_vm: dict[str, set[tuple[int, str]]] = {}
         self._ids = itertools.count(1)
         self._questions: dict[int, asyncio.Future[Any]] = {}
+        self._budgets: dict[str, RateLimiter] = {}
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -139,12 +144,25 @@ class Hub:
         if op == "reply":
             self._answer(int(args["q"]), args.get("body"))
             return None
+        if op in ("budget.spend", "budget.exhausted"):
+            limiter = self._budget(str(args["name"]), float(args["per_minute"]), int(args["burst"]))
+            key = str(args["key"])
+            return limiter.allow(key) if op == "budget.spend" else limiter.exhausted(key)
         if op == "ping":
             return len(self._peers)
         if op == "ready":
             peer.ready = True
             return None
         raise BadRequest(f"unknown operation {op!r}")
+
+    def _budget(self, name: str, per_minute: float, burst: int) -> RateLimiter:
+        """The shared budget ``name``, made on first use with the workers' (equal) settings."""
+        limiter = self._budgets.get(name)
+        if limiter is None:
+            if len(self._budgets) >= MAX_BUDGETS:
+                raise BadRequest("too many budgets")
+            limiter = self._budgets[name] = RateLimiter(per_minute, burst)
+        return limiter
 
     def claim(self, peer: Peer, vm_uuid: str, console_id: str, limit: int) -> bool:
         members = self._by_vm.setdefault(vm_uuid, set())

@@ -19,10 +19,7 @@ def share_limits(config: Config, workers: int) -> Config:
     number. The kernel spreads new connections evenly over the workers (SO_REUSEPORT hashes
     each connection's addresses and ports), and each worker has its own descriptors to protect.
 
-    Per-VM limits are exact (the hub counts them). The per-address rate budgets are not divided:
-    a portal's keep-alive connection stays on one worker, and half a budget would refuse it
-    early; an address that spreads its requests over new connections gets up to ``workers``
-    budgets (see the README).
+    Per-VM limits and the per-address budgets are the hub's (see proxy.workers.shared).
     """
     if workers <= 1:
         return config

@@ -10,16 +10,24 @@ consoles cost no work every half second.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
+from proxy.consoles.cluster import ClusterUnavailable
+from proxy.consoles.limits import RateLimiter, client_key
 from proxy.consoles.live import OnClose, RecentListing, summarize, targets
 from proxy.consoles.registry import ConsoleRegistry
 from proxy.tickets.store import Ticket, TicketStore, TicketStoreUnavailable
 from proxy.workers.client import HubClient
 
+log = logging.getLogger(__name__)
+
 OnRevoke = Callable[[str], Awaitable[int]]
+# Addresses this worker spent a budget for, remembered (least recently used out first).
+MAX_SPENDERS = 100_000
 
 
 class HubTicketStore(TicketStore):
@@ -112,3 +120,46 @@ class HubDirectory:
     async def _our_target(self, body: Any) -> dict[str, Any] | None:
         ticket = targets(self._registry).get(str(body))
         return None if ticket is None else asdict(ticket)
+
+
+class HubBudget:
+    """A per-address budget shared by the workers: the hub keeps the buckets.
+
+    Spending asks the hub. Checking whether an address is exhausted asks it only for addresses
+    that spent from this budget on this worker: every console setup checks the failures' budget,
+    and a round trip for each would slow them all. An address that guesses on other workers
+    spends here too before long (the kernel spreads its connections), so it can gain at most one
+    attempt per worker. When the hub cannot answer, this worker's own bucket decides.
+    """
+
+    def __init__(self, hub: HubClient, name: str, per_minute: float, burst: int) -> None:
+        self._hub = hub
+        self._settings = {"name": name, "per_minute": per_minute, "burst": burst}
+        self._own = RateLimiter(per_minute, burst)
+        self._spent_here: OrderedDict[str, None] = OrderedDict()
+        self._failing = False
+
+    async def spend(self, key: str) -> bool:
+        self._spent_here[client_key(key)] = None
+        self._spent_here.move_to_end(client_key(key))
+        if len(self._spent_here) > MAX_SPENDERS:
+            self._spent_here.popitem(last=False)
+        return await self._ask("budget.spend", key, self._own.allow)
+
+    async def exhausted(self, key: str) -> bool:
+        if client_key(key) not in self._spent_here:
+            return False
+        return await self._ask("budget.exhausted", key, self._own.exhausted)
+
+    async def _ask(self, op: str, key: str, own: Callable[[str], bool]) -> bool:
+        try:
+            answer = bool(await self._hub.call(op, {**self._settings, "key": key}))
+        except ClusterUnavailable as exc:
+            if not self._failing:
+                log.warning(
+                    "budget %s falls back to this worker's: %s", self._settings["name"], exc.reason
+                )
+            self._failing = True
+            return own(key)
+        self._failing = False
+        return answer

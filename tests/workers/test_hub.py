@@ -19,7 +19,7 @@ from proxy.tickets.store import Ticket, TicketStoreFull, TicketStoreUnavailable
 from proxy.workers import client as client_module
 from proxy.workers.client import HubClient
 from proxy.workers.hub import Hub, start_hub
-from proxy.workers.shared import HubCounts, HubTicketStore
+from proxy.workers.shared import HubBudget, HubCounts, HubTicketStore
 from proxy.workers.wire import ASK_TIMEOUT, MAX_LINE
 
 Connect = Callable[[], Awaitable[HubClient]]
@@ -245,3 +245,45 @@ async def test_a_hub_that_does_not_answer_is_unavailable_after_the_deadline(
     await client.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_a_budget_is_the_machines_not_each_workers(connect: Connect) -> None:
+    first = HubBudget(await connect(), "mint", per_minute=1, burst=3)
+    second = HubBudget(await connect(), "mint", per_minute=1, burst=3)
+    spent = [await b.spend("192.0.2.7") for b in (first, second, first, second)]
+    assert spent == [True, True, True, False]
+    assert await first.exhausted("192.0.2.7") and await second.exhausted("192.0.2.7")
+    # Another address, and another budget, have buckets of their own.
+    assert await second.spend("192.0.2.8")
+    other = HubBudget(await connect(), "redemption_failures", per_minute=1, burst=3)
+    assert await other.spend("192.0.2.7")
+
+
+async def test_an_address_that_never_spent_here_is_not_checked_with_the_hub(
+    connect: Connect,
+) -> None:
+    first = HubBudget(await connect(), "failures", per_minute=1, burst=1)
+    second = HubBudget(await connect(), "failures", per_minute=1, burst=1)
+    assert await first.spend("192.0.2.9")
+    assert await first.exhausted("192.0.2.9")
+    # No round trip for an address this worker has not seen spend: its first failure here
+    # asks the hub, which knows it is spent.
+    assert not await second.exhausted("192.0.2.9")
+    assert not await second.spend("192.0.2.9")
+    assert await second.exhausted("192.0.2.9")
+
+
+async def test_without_the_hub_a_budget_falls_back_to_the_workers_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "gone.sock")
+    hub, server = await start_hub(path, 10)
+    client = await HubClient.connect(path)
+    budget = HubBudget(client, "mint", per_minute=1, burst=2)
+    server.close()
+    for peer in list(hub._peers.values()):
+        peer.writer.close()
+    await asyncio.wait_for(client.lost.wait(), 5)
+    assert [await budget.spend("192.0.2.10") for _ in range(3)] == [True, True, False]
+    assert "falls back to this worker's" in caplog.text
+    await client.close()

@@ -195,6 +195,31 @@ async def test_an_operator_watches_and_closes_consoles_on_either_worker(workers:
         assert await close_code_of(ws) == Close.REVOKED.code
 
 
+async def test_the_mint_budget_is_the_machines(
+    aiohttp_server: AiohttpServer, tcp_target: Any, tmp_path: Path
+) -> None:
+    """Four mints a minute from one address in all, not four per worker."""
+    async with serving_workers(
+        aiohttp_server,
+        tcp_target,
+        tmp_path,
+        CONSOLE_PROXY_LIMITS_RATE_BURST="4",
+        CONSOLE_PROXY_LIMITS_RATE_PER_MINUTE="1",
+    ) as workers:
+        statuses = []
+        # New connections each time: the kernel spreads them over both workers.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as fresh:
+            for _ in range(10):
+                async with fresh.post(
+                    f"{workers.proxy.url}/api/v1/consoles",
+                    json={"vmUuid": VM},
+                    headers={"Authorization": f"OAuth {workers.session}"},
+                ) as answer:
+                    statuses.append(answer.status)
+        assert statuses == [201] * 4 + [429] * 6
+
+
 async def test_sighup_is_passed_on_and_ends_no_worker(workers: Workers) -> None:
     before = children(workers.proxy.pid)
     workers.proxy.send(signal.SIGHUP)
