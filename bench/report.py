@@ -98,6 +98,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for other in ("A", "B") if metric.ratios else ():
             if "C" in medians and medians.get(other):
                 row[f"C/{other}"] = round(medians["C"] / medians[other], 2)
+        if metric.ratios and "D" in medians and medians.get("C"):
+            row["D/C"] = round(medians["D"] / medians["C"], 2)
+        if metric.ratios and "D" in medians and medians.get("B"):
+            row["D/B"] = round(medians["D"] / medians["B"], 2)
         table[metric.key] = row
     limits = [r["result"].get("server_nofile", 0) for r in runs if _is_c_hold(r)]
     recorded = _recorded(runs)
@@ -198,6 +202,19 @@ def checks(
     found.append(at_most("mem_per_console_KiB", 16, "≤ 16 KiB per idle console", "KiB"))
     found.append(_held_check(med("held", "C"), nofile))
     found.append(ratio_check("setup_per_s", "B", 20.0, "setup rate ≥ 20× websockify"))
+    d_setup, b_setup = med("setup_per_s", "D"), med("setup_per_s", "B")
+    target = "setup rate ≥ 20× websockify, 2 workers"
+    if d_setup is None or not b_setup:
+        found.append(line(target, None, "not measured"))
+    else:
+        ratio = d_setup / b_setup
+        found.append(line(target, ratio >= 20, f"D/B = {ratio:.2f} (need ≥ 20)"))
+    d_held = med("held", "D")
+    target = "≥ 20,000 consoles held on one machine (2 workers)"
+    if d_held is None:
+        found.append(line(target, None, "not measured"))
+    else:
+        found.append(line(target, d_held >= 20_000, f"D held {d_held:,.0f}"))
     down, down_rec = med("down_MBps", "C"), med("down_rec_MBps", "C")
     target = "downstream with recording on ≥ 70 % of without"
     if not down or down_rec is None:
@@ -269,31 +286,31 @@ def markdown(report: dict[str, Any]) -> str:
         f"# Console proxy benchmark, {report['started']}",
         "",
         f"Mode: {'quick' if settings['quick'] else 'full'}, {settings['reps']} repetition(s), "
-        f"A/B/C interleaved; {settings['duration']} s per throughput/latency window. "
+        f"A/B/C/D interleaved; {settings['duration']} s per throughput/latency window. "
         "Medians over repetitions.",
         "",
         "Machine: " + "; ".join(f"{k}: {v}" for k, v in machine.items()),
         "",
         "| metric | A: " + " | B: ".join(SYSTEMS[s] for s in "AB") + f" | C: {SYSTEMS['C']} "
-        "| C/A | C/B |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| D: {SYSTEMS['D']} | C/A | C/B | D/C |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for metric in METRICS:
         row = summary["metrics"].get(metric.key, {})
         medians = row.get("median", {})
         if not medians:
             continue
-        cells = [_fmt(medians.get(s), metric.digits) for s in "ABC"]
-        ratios = [_fmt(row.get(f"C/{s}"), 2) for s in "AB"]
+        cells = [_fmt(medians.get(s), metric.digits) for s in "ABCD"]
+        ratios = [_fmt(row.get(f"C/{s}"), 2) for s in "AB"] + [_fmt(row.get("D/C"), 2)]
         out.append(f"| {metric.label} | " + " | ".join(cells + ratios) + " |")
     if settings["reps"] > 1:
-        out += ["", "Every repetition (A; B; C):", ""]
+        out += ["", "Every repetition (A; B; C; D):", ""]
         for metric in METRICS:
             values = summary["metrics"].get(metric.key, {}).get("values", {})
             if values:
                 each = "; ".join(
                     ", ".join(_fmt(v, metric.digits) for v in values.get(s, [])) or "–"
-                    for s in "ABC"
+                    for s in "ABCD"
                 )
                 out.append(f"- {metric.label}: {each}")
     out += _recording_table(summary["metrics"], summary.get("recorded"))

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import load, procstat, report, servers
+from bench import load, procstat, report, servers, spread
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -66,14 +66,18 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         "--websockify-consoles", type=int, default=1_000, help="concurrency goal for B"
     )
     parser.add_argument("--checkpoint", type=int, default=1_000, help="consoles for memory")
-    parser.add_argument("--systems", default="ABC", help="any of A, B, C (default ABC)")
+    parser.add_argument(
+        "--systems",
+        default="ABCD",
+        help="any of A, B, C, D (D: the proxy with 2 workers; default ABCD)",
+    )
     parser.add_argument(
         "--scenarios", default=",".join(SCENARIOS), help=f"comma list from {','.join(SCENARIOS)}"
     )
     parser.add_argument("--websockify", default=str(WEBSOCKIFY), help="websockify executable")
     args = parser.parse_args(argv)
     scenarios = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
-    if unknown := (set(scenarios) - set(SCENARIOS)) | (set(args.systems) - set("ABC")):
+    if unknown := (set(scenarios) - set(SCENARIOS)) | (set(args.systems) - set("ABCD")):
         parser.error(f"unknown scenario or system: {', '.join(sorted(unknown))}")
     return Settings(
         quick=args.quick,
@@ -205,6 +209,12 @@ def measure(scenario: str, ep: servers.Endpoint, probe: procstat.Probe, s: Setti
         return load.setup_rate(ep, probe, s.warmup, s.duration, s.setup_window)
     assert ep.pid is not None
     pid = ep.pid
+    if ep.system == "D":  # twice C's goal, over two client and two target processes
+        goal = 2 * s.consoles
+        found = spread.hold_spread(
+            ep, ["hello", "hello2"], goal, 64, lambda: memory_of(pid), max_failures=1_000
+        )
+        return {**found, "goal": goal, "server_nofile": procstat.nofile(pid)}
     goal = s.consoles if ep.system == "C" else s.websockify_consoles
     result = load.hold(ep, goal, s.checkpoint, 64, lambda: memory_of(pid), max_failures=1_000)
     return {**result, "goal": goal, "server_nofile": procstat.nofile(pid)}
@@ -273,9 +283,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine["proxy env"] = " ".join(f"{k}={v}" for k, v in servers.proxy_limits().items())
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs: list[dict[str, Any]] = []
-    with servers.targets_process() as targets, tempfile.TemporaryDirectory() as tmp:
+    with (
+        servers.targets_process() as targets,
+        servers.targets_process() as more_targets,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        # D's hold needs a second process of targets: one may not open 20,000 sockets here.
         token_file = Path(tmp) / "tokens"
-        servers.write_token_file(token_file, targets[0])
+        servers.write_token_file(token_file, {**targets[0], "hello2": more_targets[0]["hello"]})
         for rep in range(s.reps):
             order = s.systems[rep % len(s.systems) :] + s.systems[: rep % len(s.systems)]
             for scenario in s.scenarios:
@@ -284,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         continue  # no proxy process to hold anything
                     if scenario in RECORDED and name != "C":
                         continue  # recording is this proxy's
+                    if name == "D" and scenario not in servers.D_SCENARIOS:
+                        continue  # one console uses one worker: D would measure C again
                     runs.append(run_one(name, scenario, rep, targets, token_file, s))
                     print(_progress(runs[-1]), flush=True)
     machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 
 from proxy.closecodes import Close
-from proxy.consoles.cluster import ClusterState
-from proxy.consoles.limits import RateLimiter
+from proxy.consoles.cluster import SharedCounts
+from proxy.consoles.limits import Budget
 from proxy.consoles.registry import ConsoleRegistry, LiveConsole
 from proxy.consoles.service import ConsoleService
 from proxy.observe.audit import AuditLog, ConsoleFacts
@@ -56,10 +56,10 @@ class ConsoleSessions:
         registry: ConsoleRegistry,
         limits: SessionLimits,
         handshakes: HandshakeSettings,
-        failures: RateLimiter,
+        failures: Budget,
         metrics: Metrics,
         audit: AuditLog,
-        cluster: ClusterState | None = None,
+        cluster: SharedCounts | None = None,
         recordings: Recordings | None = None,
     ) -> None:
         self.service = service
@@ -101,7 +101,7 @@ class ConsoleSessions:
         # Only failed redemptions spend this per-address budget (mints have their own): a valid
         # ticket is proof of a mint, so it costs nothing, nor do a SPICE console's channel
         # sockets. An address that has spent it guessing is refused before any lookup.
-        if self.failures.exhausted(console.client_ip):
+        if await self.failures.exhausted(console.client_ip):
             self.metrics.rejected.labels("rate").inc()
             return Close.RATE_LIMITED
         if len(self.registry) > self.limits.max_connections:
@@ -110,7 +110,7 @@ class ConsoleSessions:
         ticket = await self.service.redeem(token)
         self.metrics.redeems.labels("ok" if ticket else "invalid").inc()
         if ticket is None:
-            self.failures.allow(console.client_ip)
+            await self.failures.spend(console.client_ip)
             return Close.TICKET_INVALID
         console.token_key = token_key(token)
         if ticket.uses > 1:
