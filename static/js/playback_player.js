@@ -35,6 +35,7 @@ export class Player {
         this.speed = 1;
         this.playing = false;
         this.position = 0;  // ms of the recording shown
+        this.shownAt = 0;   // performance.now() when it was reached while playing
         this.fed = 0;       // stream offset fed to noVNC so far
         this.rfb = null;
         this.channel = null;
@@ -214,7 +215,7 @@ export class Player {
         if (!this.playing) return;
         const now = performance.now();
         const target = this.position + (now - this._last) * this.speed;
-        this._last = now;
+        this._last = this.shownAt = now;
         this.feedTo(Math.min(target, this.duration));
         if (this.position >= this.duration) {
             this.playing = false;

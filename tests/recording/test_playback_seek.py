@@ -37,16 +37,16 @@ BURST = 1.0
 HOUR_MS = 3_600_000
 KEYFRAME_EVERY_MS = 10_000
 SEEK_LIMIT = 2.0  # the issue's "lands anywhere within 2 s"
-# A burst is the last tenth of each period of HOUR_MS / BURSTS (six minutes): 324-360 s, ...
+# The log scrolls in the last quarter of each six minutes (HOUR_MS / BURSTS): 270-360 s, ...
 POSITIONS = [
-    3_599_900,  # the end, from the start: the longest undrawn replay there is
-    1_000_000,  # back: noVNC starts again
-    1_060_000,  # forward, within a period
-    2_500_000,
+    3_599_900,  # the end, from the start
+    1_000_000,  # back, inside the third burst
+    1_060_000,  # forward within that burst
+    2_500_000,  # forward, inside the seventh burst
     2_870_000,  # inside the eighth burst
-    356_000,  # inside the first burst, back
-    2_183_400,  # inside the sixth burst
-    1_435_700,  # inside the fourth burst, back
+    356_000,  # back, inside the first burst
+    2_183_400,  # after the sixth burst: its last screen
+    1_435_700,  # back, inside the fourth burst
 ]
 
 
@@ -62,8 +62,9 @@ async def finished(path: Path, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def record_an_hour(aiohttp_server: Any, tmp_path: Path) -> tuple[ConsoleStack, Path]:
-    """The proxy serving one hour-long recording of a real QEMU console."""
+async def record_an_hour(aiohttp_server: Any, tmp_path: Path) -> tuple[ConsoleStack, Path, Path]:
+    """The proxy serving the recording of a real QEMU console as it was made (CAPTURE seconds)
+    and stretched to an hour."""
     directory = tmp_path / "recordings"
     disk = boot_disk(tmp_path / "log.img")
     async with QemuVm(extra_args=("-drive", f"file={disk},format=raw,if=ide")) as vm:
@@ -81,11 +82,9 @@ async def record_an_hour(aiohttp_server: Any, tmp_path: Path) -> tuple[ConsoleSt
         await finished(captured)
     hour = directory / f"{captured.stem[:16]}-{'0' * 11}1"
     counts = stretch(captured, hour.with_suffix(".rec"), HOUR_MS)
-    for suffix in (".rec", ".json"):
-        captured.with_suffix(suffix).unlink()
     # Roughly one keyframe every 10 s of the hour (the proxy's timer drifts a little).
     assert abs(counts["keyframes"] - HOUR_MS // KEYFRAME_EVERY_MS) < 40, counts
-    return stack, hour.with_suffix(".rec")
+    return stack, captured, hour.with_suffix(".rec")
 
 
 async def sign_in(page: Page, stack: ConsoleStack) -> None:
@@ -122,10 +121,11 @@ async def drawn_from_the_start(page: Page, ms: int) -> int:
 
 
 async def playing_rate(page: Page, speed: str, seconds: float = 1.5) -> float:
-    """Recording milliseconds played per wall-clock millisecond at ``speed``."""
+    """Recording milliseconds played per wall-clock millisecond at ``speed`` (``shownAt``: when
+    the position shown was reached)."""
     await page.select_option("#speed", speed)
     await page.evaluate("window.player.play()")
-    clock = "[window.player.position, performance.now()]"
+    clock = "[window.player.position, window.player.shownAt]"
     await asyncio.sleep(0.3)
     position, now = await page.evaluate(clock)
     await asyncio.sleep(seconds)
@@ -137,7 +137,7 @@ async def playing_rate(page: Page, speed: str, seconds: float = 1.5) -> float:
 async def test_an_hour_long_recording_seeks_within_2_s_and_plays_at_each_speed(
     browser: Browser, aiohttp_server: Any, tmp_path: Path
 ) -> None:
-    stack, path = await record_an_hour(aiohttp_server, tmp_path)
+    stack, captured, path = await record_an_hour(aiohttp_server, tmp_path)
     context = await browser.new_context(viewport=VIEWPORT)
     page = await context.new_page()
     problems = PageProblems(page)
@@ -158,7 +158,6 @@ async def test_an_hour_long_recording_seeks_within_2_s_and_plays_at_each_speed(
         await page.screenshot(path=str(artifact(f"seek-{ms}.png")))
         assert took < SEEK_LIMIT, report[-1]
         assert seen[ms][1] > 1, f"the screen at {ms} ms is blank"
-    artifact("seek-times.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     # The positions show different screens (a wrong frame could not pass unnoticed) ...
     assert len({h for h, _ in seen.values()}) >= len(POSITIONS) - 2
@@ -168,18 +167,32 @@ async def test_an_hour_long_recording_seeks_within_2_s_and_plays_at_each_speed(
     # ... each the one that drawing every record up to it shows.
     for ms in POSITIONS:
         assert await drawn_from_the_start(page, ms) == seen[ms][0], ms
-    # Without the Scout (a noVNC it does not know), seeks decode from the start and draw from
-    # the keyframe markers: the same screens.
-    await page.evaluate("window.player.scout.usable = false")
-    for ms in POSITIONS[:4]:
-        await slide_to(page, ms)
-        assert (await screen_hash(page))[0] == seen[ms][0], ms
+    full_screens = await page.evaluate("window.player.scout.starts.length")
+    artifact("seek-times.json").write_text(
+        json.dumps({"full_screens": full_screens, "seeks": report}, indent=1) + "\n"
+    )
 
     # Each speed plays that many recording seconds per second (from the eighth burst on).
     await slide_to(page, 2_850_000)
     for speed in ("1", "2", "4", "8"):
         rate = await playing_rate(page, speed)
-        assert abs(rate / int(speed) - 1) < 0.1, (speed, rate)
+        assert abs(rate / int(speed) - 1) < 0.05, (speed, rate)
+
+    # Without the Scout (a noVNC it does not know), seeks decode from the start and draw from
+    # the keyframe markers. Those are only as good as the server's answers: in the stretched
+    # hour an idle QEMU answers a keyframe request a refresh later (up to 3 s, now minutes), so
+    # this is checked on the recording as it was made, in real time.
+    await page.goto(stack.url(f"/operator/recordings/{captured.stem}"))
+    await page.locator("body[data-state=playing]").wait_for(timeout=30_000)
+    await page.evaluate("window.player.pause(); window.player.scout.usable = false")
+    real = [int(CAPTURE * 1000 * f) // 100 * 100 for f in (0.97, 0.2, 0.55, 0.3)]
+    screens = {}
+    for ms in real:
+        assert await slide_to(page, ms) < SEEK_LIMIT
+        screens[ms] = await screen_hash(page)
+    assert all(colours > 1 for _, colours in screens.values())
+    for ms in real:
+        assert await drawn_from_the_start(page, ms) == screens[ms][0], ms
     problems.check()
     await context.close()
     await stack.close()
