@@ -26,6 +26,7 @@ from tests.recording.support import metadata, recordings_in
 from tests.support.browser import VIEWPORT, ConsoleStack, PageProblems, artifact, canvas_stats
 from tests.support.configs import make_config
 from tests.support.long_recording import boot_disk, record_qemu_console, stretch
+from tests.support.operator_page import sign_in
 from tests.support.qemu import QemuVm
 from tests.support.stack import VM, inventory, standard_vms
 
@@ -85,14 +86,6 @@ async def record_an_hour(aiohttp_server: Any, tmp_path: Path) -> tuple[ConsoleSt
     # Roughly one keyframe every 10 s of the hour (the proxy's timer drifts a little).
     assert abs(counts["keyframes"] - HOUR_MS // KEYFRAME_EVERY_MS) < 40, counts
     return stack, captured, hour.with_suffix(".rec")
-
-
-async def sign_in(page: Page, stack: ConsoleStack) -> None:
-    await page.goto(stack.url("/operator/"))
-    await page.fill("input[name=account]", "admin")
-    await page.fill("input[name=password]", "password")
-    await page.click("button[type=submit]")
-    await page.locator("#operator-account").wait_for(timeout=5000)
 
 
 async def slide_to(page: Page, ms: int) -> float:
