@@ -18,7 +18,7 @@ from typing import Any
 
 from proxy.consoles.cluster import ClusterUnavailable
 from proxy.tickets.store import StoreUnavailable, TicketStoreFull
-from proxy.workers.wire import CALL_TIMEOUT, FULL, MAX_LINE, decode, encode
+from proxy.workers.wire import CALL_TIMEOUT, FULL, MAX_LINE, NO_ANSWER, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,11 @@ class HubClient:
         )
         return cls(reader, writer)
 
+    def tell(self, op: str, args: dict[str, Any]) -> None:
+        """Send ``op`` without waiting for (or getting) an answer; nothing if the hub is gone."""
+        if not self.lost.is_set() and not self._writer.is_closing():
+            self._writer.write(encode({"i": NO_ANSWER, "op": op, "a": args}))
+
     def on(self, kind: str, handler: Handler) -> None:
         """Handle the hub's messages of ``kind`` (broadcasts and questions)."""
         self._handlers[kind] = handler
@@ -58,15 +63,19 @@ class HubClient:
         if self.lost.is_set():
             raise error("the worker hub is gone (the supervisor stopped)")
         request_id = next(self._ids)
-        future = self._waiting[request_id] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = self._waiting[request_id] = loop.create_future()
+        # A timer rather than wait_for(): no task per call, on a path every console takes.
+        deadline = loop.call_later(CALL_TIMEOUT, _expire, future)
         try:
             self._writer.write(encode({"i": request_id, "op": op, "a": args}))
-            answer = await asyncio.wait_for(future, CALL_TIMEOUT)
+            answer = await future
         except TimeoutError:
             raise error(f"the worker hub did not answer within {CALL_TIMEOUT:g} s") from None
         except ConnectionError:
             raise error("the worker hub is gone (the supervisor stopped)") from None
         finally:
+            deadline.cancel()
             self._waiting.pop(request_id, None)
         if "e" in answer:
             if answer["e"] == FULL:
@@ -116,10 +125,13 @@ class HubClient:
             log.exception("handling the hub's %r message failed", message.get("ev"))
             result = None
         if "q" in message and not self._writer.is_closing():
-            # The hub acknowledges a reply; nobody waits for that (its id is not kept).
-            reply = {"q": message["q"], "body": result}
-            self._writer.write(encode({"i": 0, "op": "reply", "a": reply}))
+            self.tell("reply", {"q": message["q"], "body": result})
 
 
 async def _nothing(_body: Any) -> None:
     return None
+
+
+def _expire(future: asyncio.Future[dict[str, Any]]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())

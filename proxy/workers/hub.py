@@ -27,7 +27,15 @@ from typing import Any
 from proxy.consoles.limits import RateLimiter
 from proxy.tickets.memory import MemoryTicketStore
 from proxy.tickets.store import Ticket, TicketStoreFull
-from proxy.workers.wire import ASK_TIMEOUT, BAD_REQUEST, FULL, MAX_LINE, decode, encode
+from proxy.workers.wire import (
+    ASK_TIMEOUT,
+    BAD_REQUEST,
+    FULL,
+    MAX_LINE,
+    NO_ANSWER,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +95,12 @@ class Hub:
         tasks: set[asyncio.Task[None]] = set()
         try:
             while line := await reader.readline():
-                task = asyncio.create_task(self._handle(peer, line))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                if b'"op":"ask"' in line:  # waits for other workers: not in the way of others
+                    task = asyncio.create_task(self._handle(peer, line))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                else:  # answered at once, in order, without a task of its own
+                    await self._handle(peer, line)
         except (ValueError, ConnectionError):  # a line past MAX_LINE, or a reset
             log.warning("worker connection %d broke off", peer.ident)
         finally:
@@ -121,7 +132,8 @@ class Hub:
         except (BadRequest, ValueError, TypeError, KeyError) as exc:
             log.warning("bad hub request from worker connection %d: %s", peer.ident, exc)
             answer = {"i": request_id, "e": BAD_REQUEST}
-        peer.send(answer)
+        if request_id != NO_ANSWER:
+            peer.send(answer)
 
     async def _dispatch(self, peer: Peer, op: str, args: dict[str, Any]) -> Any:
         if op == "ticket.put":

@@ -62,7 +62,9 @@ class HubCounts:
         return bool(await self._hub.call("vm.claim", args))
 
     async def release(self, vm_uuid: str, console_id: str) -> None:
-        await self._hub.call("vm.release", {"vm": vm_uuid, "console": console_id})
+        # No answer to wait for: the hub takes this worker's messages in order, so a claim sent
+        # after this one already sees the slot free.
+        self._hub.tell("vm.release", {"vm": vm_uuid, "console": console_id})
 
     async def refresh(self, consoles: object) -> None:
         """Nothing to do: the hub drops a worker's counts when its connection ends."""

@@ -1,7 +1,9 @@
 """The hub's wire format: one JSON object per line, both ways, over a private Unix socket.
 
 Worker to hub: ``{"i": <request id>, "op": <operation>, "a": {...}}``; the hub answers
-``{"i": <id>, "r": <result>}`` or ``{"i": <id>, "e": <error code>}``. Hub to worker, unasked:
+``{"i": <id>, "r": <result>}`` or ``{"i": <id>, "e": <error code>}``, except to id 0 (a message
+that needs no answer: the hub takes a worker's messages in order, so what it sends next sees
+the effect). Hub to worker, unasked:
 ``{"ev": <kind>, "b": <body>}`` (a broadcast) or ``{"ev": <kind>, "q": <question id>, "b": ...}``
 (a question the worker answers with the operation ``reply``).
 
@@ -21,6 +23,9 @@ MAX_LINE = 16 * 1024 * 1024
 # How long a worker waits for the hub's answer, and the hub for workers' answers to a question.
 CALL_TIMEOUT = 2.0
 ASK_TIMEOUT = 1.0
+
+# The request id of a message that wants no answer (a release, a reply to a question).
+NO_ANSWER = 0
 
 # Error codes in answers.
 FULL = "full"
