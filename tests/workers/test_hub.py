@@ -103,12 +103,16 @@ async def test_signed_ticket_uses_are_counted_across_workers(connect: Connect) -
 async def test_per_vm_counts_are_exact_and_a_vanished_worker_frees_its_slots(
     connect: Connect,
 ) -> None:
-    first, second = HubCounts(await connect(), "w1"), HubCounts(await connect(), "w2")
+    first_client = await connect()
+    first, second = HubCounts(first_client, "w1"), HubCounts(await connect(), "w2")
     assert await first.claim("vm", "c1", limit=1)
     assert not await second.claim("vm", "c2", limit=1)
     assert await first.claim("vm", "c1", limit=1)  # a console counted already only renews
     assert await second.claim("other-vm", "c3", limit=1)
-    await first.release("vm", "c1")
+    await first.release("vm", "c1")  # not answered: the hub takes first's messages in order
+    assert await first.claim("vm", "c1b", limit=1)  # so this one sees it released
+    await first.release("vm", "c1b")
+    await first_client.call("ping", {})  # and once first's later call is answered, all see it
     assert await second.claim("vm", "c2", limit=1)
     # A worker that goes away (crash, kill) takes its counts with it at once.
     third_client = await connect()
