@@ -48,7 +48,7 @@ from proxy.tickets.redis_store import RedisTicketStore
 from proxy.tickets.signed import TicketSigner
 from proxy.tickets.static import StaticTokens, load_plugin
 from proxy.tickets.store import TicketStore
-from proxy.web.forwarded import forwarded_middleware
+from proxy.web.forwarded import forwarded_middleware, forwarded_rewriter
 from proxy.web.keys import (
     AUDIT,
     CLUSTER,
@@ -73,10 +73,12 @@ from proxy.web.middlewares import (
     javascript_type,
     security_headers,
     settle_request_body,
+    upgrade_fast_path,
 )
 from proxy.web.operator import FAILURES_PER_MINUTE
 from proxy.web.operator_cookie import CookieSealer
 from proxy.web.routes import add_routes
+from proxy.web.websocket import websockify
 from proxy.workers.client import HubClient
 from proxy.workers.role import WorkerRole, share_limits
 from proxy.workers.shared import HubBudget, HubCounts, HubDirectory, HubTicketStore
@@ -105,8 +107,10 @@ def create_app(config: Config, worker: WorkerRole | None = None) -> web.Applicat
         config = share_limits(config, worker.workers)
     # Outermost first: forwarded headers are applied before anything reads the request, and
     # security headers also go on the JSON errors made below them.
+    rewrite = forwarded_rewriter(config.server.trusted_proxies)
     middlewares = [
-        forwarded_middleware(config.server.trusted_proxies),
+        upgrade_fast_path(rewrite, websockify),
+        forwarded_middleware(rewrite),
         settle_request_body,
         security_headers,
         error_middleware,
