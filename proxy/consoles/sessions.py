@@ -96,13 +96,14 @@ class ConsoleSessions:
             log.error("shared state unavailable: %s", exc.reason)
             reason = Close.STORE_UNAVAILABLE
         finally:
+            # Each step also when aiohttp cancels this task (the browser's connection went).
             try:
                 if isinstance(prepared, Prepared):
                     reason = await self._finish(console, prepared, reason)
             finally:
+                reason = console.interrupted or reason
+                self.metrics.closed.labels(reason.name.lower()).inc()
                 await self._leave(console)
-        reason = console.interrupted or reason
-        self.metrics.closed.labels(reason.name.lower()).inc()
         if not browser.closed:
             await browser.close(code=reason.code, message=reason.reason.encode())
         return reason
