@@ -22,6 +22,7 @@ from aiohttp.http_websocket import WebSocketError
 
 from proxy.closecodes import Close
 from proxy.relay.browser import BrowserSocket
+from proxy.relay.direct import SPLICE_FROM, BrowserWire, splice_burst
 from proxy.relay.hostlink import HostLink
 
 log = logging.getLogger(__name__)
@@ -189,13 +190,25 @@ class Bridge:
 
     async def _host_to_browser(self, first: bytes) -> None:
         ws, host, stats, observe = self.ws, self.host, self.stats, self.observe
+        # Frames go straight onto a plain TCP browser socket (proxy.relay.direct); a recorded
+        # console is never spliced, since its recorder must see every chunk.
+        wire = BrowserWire.of(ws)
+        splice = wire is not None and observe is None
         try:
             data = first or await host.read()
             while data:
                 stats.bytes_to_browser += len(data)
                 if observe is not None:
                     observe(data)
-                await ws.send_bytes(data)
+                if wire is not None and wire.ready():
+                    wire.send(data)
+                    await wire.drain()
+                else:
+                    await ws.send_bytes(data)
+                if splice and len(data) >= SPLICE_FROM:
+                    assert wire is not None
+                    if not await splice_burst(host, wire, stats):
+                        break
                 data = await host.read()
         except ConnectionResetError:
             host.reset = True
