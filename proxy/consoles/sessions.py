@@ -25,8 +25,8 @@ from proxy.recording.hooks import RecordingHooks
 from proxy.recording.recorder import Recorder, Recordings
 from proxy.relay.bridge import Bridge, BridgeLimits, BridgeStats
 from proxy.relay.browser import BrowserSocket
-from proxy.relay.dial import Streams, dial
-from proxy.relay.handshakes import HandshakeSettings, handshake
+from proxy.relay.dial import Streams, dial, dial_link
+from proxy.relay.handshakes import HANDSHAKES, HandshakeSettings, Prelude, handshake
 from proxy.relay.hostlink import HostLink
 from proxy.tickets.store import StoreUnavailable, Ticket
 
@@ -81,7 +81,12 @@ class ConsoleSessions:
         self.registry.add(console)
         self.metrics.active.inc()
         try:
-            reason = await self._admit(console, token)
+            # Admitted, then connected: _admit's frame is gone while the console lives.
+            admitted = await self._admit(console, token)
+            if isinstance(admitted, Close):
+                reason = admitted
+            else:
+                reason = await self._connect(console, admitted)
         except StoreUnavailable as exc:
             log.error("shared state unavailable: %s", exc.reason)
             reason = Close.STORE_UNAVAILABLE
@@ -97,7 +102,7 @@ class ConsoleSessions:
             await browser.close(code=reason.code, message=reason.reason.encode())
         return reason
 
-    async def _admit(self, console: LiveConsole, token: str) -> Close:
+    async def _admit(self, console: LiveConsole, token: str) -> Ticket | Close:
         # Only failed redemptions spend this per-address budget (mints have their own): a valid
         # ticket is proof of a mint, so it costs nothing, nor do a SPICE console's channel
         # sockets. An address that has spent it guessing is refused before any lookup.
@@ -124,7 +129,7 @@ class ConsoleSessions:
                 "refused console target %s:%s: outside [targets] allow", ticket.host, ticket.port
             )
             return Close.TARGET_REFUSED
-        return await self._connect(console, ticket)
+        return ticket
 
     async def _claim_vm(self, console: LiveConsole, vm_key: str) -> bool:
         """Count the console against its VM's limit: cluster-wide with Redis, else here."""
@@ -141,7 +146,11 @@ class ConsoleSessions:
             return Close.TLS_REQUIRED  # minted elsewhere with TLS: never fall back to plaintext
         started = time.monotonic()
         tls = self.handshakes.tls if ticket.tls else None
-        streams = await dial(ticket.host, ticket.port, self.limits.connect_timeout, tls)
+        streams: Streams | HostLink | Close
+        if tls is None and ticket.protocol not in HANDSHAKES:
+            streams = await dial_link(ticket.host, ticket.port, self.limits.connect_timeout)
+        else:
+            streams = await dial(ticket.host, ticket.port, self.limits.connect_timeout, tls)
         if isinstance(streams, Close):
             return streams
         self.metrics.connect_seconds.observe(time.monotonic() - started)
@@ -171,7 +180,10 @@ class ConsoleSessions:
             return reason
         finally:
             # The StreamWriter stays referenced until here: dropping it would close the transport.
-            streams[1].close()
+            if isinstance(streams, HostLink):
+                streams.close()
+            else:
+                streams[1].close()
             reason = console.interrupted or reason
             self.metrics.bytes.labels("to_host").inc(stats.bytes_to_host)
             self.metrics.bytes.labels("to_browser").inc(stats.bytes_to_browser)
@@ -195,23 +207,26 @@ class ConsoleSessions:
         self,
         console: LiveConsole,
         ticket: Ticket,
-        streams: Streams,
+        streams: Streams | HostLink,
         stats: BridgeStats,
         recorder: Recorder | None = None,
     ) -> Close:
-        prelude = await handshake(
-            ticket.protocol,
-            console.ws,
-            streams,
-            ticket.password,
-            ticket.host,
-            self.handshakes,
-            ticket.view_only,
-        )
-        if isinstance(prelude, Close):
-            return prelude
+        if isinstance(streams, HostLink):
+            prelude, host = Prelude(), streams
+        else:
+            done = await handshake(
+                ticket.protocol,
+                console.ws,
+                streams,
+                ticket.password,
+                ticket.host,
+                self.handshakes,
+                ticket.view_only,
+            )
+            if isinstance(done, Close):
+                return done
+            prelude, host = done, HostLink.adopt(*streams)
         idle = self.limits.idle_timeout if prelude.carries_input else None
-        host = HostLink.adopt(*streams)
         console.stop_host = host.abort
         limits = BridgeLimits(idle, self.limits.max_session)
         bridge = Bridge(console.ws, host, limits, prelude.is_input, stats, prelude.transform)

@@ -36,7 +36,7 @@ Observer = Callable[[bytes], None]
 HostTap = Callable[[bytes], bytes]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BridgeLimits:
     # None: this socket carries no user input (a SPICE display channel), so it never idles.
     idle_timeout: float | None

@@ -31,7 +31,8 @@ class HostLink(asyncio.Protocol):
     )
 
     def __init__(self, limit: int = LIMIT) -> None:
-        self._chunks: deque[bytes] = deque()
+        # Only while chunks wait: an idle console holds none (an empty deque is ~600 bytes).
+        self._chunks: deque[bytes] | None = None
         self._size = 0
         self._limit = limit
         self._eof = False
@@ -70,6 +71,8 @@ class HostLink(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self._chunks is None:
+            self._chunks = deque()
         self._chunks.append(data)
         self._size += len(data)
         if self._size > self._limit and not self._reading_paused and self.transport:
@@ -109,7 +112,10 @@ class HostLink(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+        assert self._chunks is not None
         data = self._chunks.popleft()
+        if not self._chunks:
+            self._chunks = None
         self._size -= len(data)
         if self._reading_paused and self._size <= self._limit // 2 and self.transport:
             self._reading_paused = False

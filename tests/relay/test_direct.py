@@ -75,7 +75,7 @@ def spliced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         moved.append(n)
         return n
 
-    monkeypatch.setattr(direct.os, "splice", counting)
+    monkeypatch.setattr(os, "splice", counting)  # proxy.relay.direct calls os.splice
     return moved
 
 
@@ -173,7 +173,9 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
     return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + masked
 
 
-def parse_frames(stream: bytes, whole: bool = True) -> tuple[list[tuple[int, int, int]], int]:
+def parse_frames(
+    stream: bytes | bytearray, whole: bool = True
+) -> tuple[list[tuple[int, int, int]], int]:
     """(opcode, start, end) of every frame of a server's stream (unmasked, FIN set), and where
     the frames parsed end; fails on anything malformed (and, if ``whole``, on a cut frame)."""
     frames = []
@@ -216,11 +218,12 @@ def receive_until_closed(sock: socket.socket) -> bytes:
 
 def held_by_proxy(server: TestServer) -> int:
     """Bytes the proxy's transport to the (only) browser holds: a frame's unsent rest."""
-    consoles = server.app[REGISTRY].connected()
-    return sum(int(c.ws._writer.transport.get_write_buffer_size()) for c in consoles)
+    consoles: list[Any] = server.app[REGISTRY].connected()
+    return sum(c.ws._writer.transport.get_write_buffer_size() for c in consoles)
 
 
 async def stall_mid_frame(server: TestServer) -> socket.socket:
+    assert server.port is not None
     sock = await asyncio.to_thread(upgrade, server.port)
     # The browser reads nothing: the proxy fills its socket and keeps the rest of the frame it
     # was writing in its transport, and stops reading the host.
