@@ -523,3 +523,8 @@ def _verify(consoles: Consoles, size: int = 8) -> int:
             break
         consoles.poll(0.1)
     return sum(1 for c in consoles.consoles.values() if c.state == OPEN and c.echoed >= size)
+
+
+# For bench.spread, which runs the same steps in several client processes.
+open_consoles = _open
+verify_consoles = _verify

@@ -35,6 +35,12 @@ METRICS = (
     Metric("processes", "processes at the memory checkpoint", "hold", ratios=False),
     Metric("hold_open_per_s", "consoles opened/s while filling up", "hold"),
 )
+# This proxy with every console recorded (issue 14), beside the same figures without.
+RECORDING = (
+    Metric("down_rec_MBps", "downstream (host→browser) MB/s", "downstream-rec"),
+    Metric("mem_rec_per_console_KiB", "memory per idle console, KiB", "hold-rec", 1),
+)
+WITHOUT = {"down_rec_MBps": "down_MBps", "mem_rec_per_console_KiB": "mem_per_console_KiB"}
 
 
 def metrics_of(run: dict[str, Any]) -> dict[str, float]:
@@ -52,7 +58,13 @@ def metrics_of(run: dict[str, Any]) -> dict[str, float]:
         return found
     if scenario == "setup":
         return {"setup_per_s": result["per_s"]}
-    return _hold_metrics(run["system"], result)
+    if scenario == "downstream-rec":
+        return {"down_rec_MBps": result["MBps"]}
+    found = _hold_metrics(run["system"], result)
+    if scenario == "hold-rec":
+        per_console = found.get("mem_per_console_KiB")
+        return {} if per_console is None else {"mem_rec_per_console_KiB": per_console}
+    return found
 
 
 def _hold_metrics(system: str, result: dict[str, Any]) -> dict[str, float]:
@@ -79,17 +91,35 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for key, value in metrics_of(run).items():
             values.setdefault(key, {}).setdefault(run["system"], []).append(value)
     table: dict[str, Any] = {}
-    for metric in METRICS:
+    for metric in METRICS + RECORDING:
         by_system = values.get(metric.key, {})
         medians = {s: statistics.median(v) for s, v in by_system.items() if v}
         row: dict[str, Any] = {"values": by_system, "median": medians}
         for other in ("A", "B") if metric.ratios else ():
             if "C" in medians and medians.get(other):
                 row[f"C/{other}"] = round(medians["C"] / medians[other], 2)
+        if metric.ratios and "D" in medians and medians.get("C"):
+            row["D/C"] = round(medians["D"] / medians["C"], 2)
+        if metric.ratios and "D" in medians and medians.get("B"):
+            row["D/B"] = round(medians["D"] / medians["B"], 2)
         table[metric.key] = row
     limits = [r["result"].get("server_nofile", 0) for r in runs if _is_c_hold(r)]
-    found = checks(table, min(limits, default=0))
-    return {"metrics": table, "usage": _usage(runs), "checks": found}
+    recorded = _recorded(runs)
+    found = checks(table, min(limits, default=0), recorded)
+    return {"metrics": table, "usage": _usage(runs), "checks": found, "recorded": recorded}
+
+
+def _recorded(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether the downstream-rec runs' recordings kept up (complete), and why not."""
+    rec_runs = [r for r in runs if r["scenario"] == "downstream-rec"]
+    made = [r["recordings"] for r in rec_runs if r.get("recordings")]
+    problems = sorted({p for m in made for p in m["problems"]})
+    return {
+        "runs": len(made),
+        "complete": bool(made) and all(m["count"] and m["complete"] == m["count"] for m in made),
+        "bytes": [m["bytes"] for m in made],
+        "problems": problems,
+    }
 
 
 def _is_c_hold(run: dict[str, Any]) -> bool:
@@ -127,7 +157,9 @@ def _held_check(held: float | None, nofile: int) -> dict[str, str]:
     return {"target": target, "status": "PASS" if held >= 10_000 else "FAIL", "detail": detail}
 
 
-def checks(table: dict[str, Any], nofile: int = 0) -> list[dict[str, str]]:
+def checks(
+    table: dict[str, Any], nofile: int = 0, recorded: dict[str, Any] | None = None
+) -> list[dict[str, str]]:
     """The issue's targets, each PASS, FAIL or n/a (not measured)."""
 
     def med(key: str, system: str) -> float | None:
@@ -170,6 +202,37 @@ def checks(table: dict[str, Any], nofile: int = 0) -> list[dict[str, str]]:
     found.append(at_most("mem_per_console_KiB", 16, "≤ 16 KiB per idle console", "KiB"))
     found.append(_held_check(med("held", "C"), nofile))
     found.append(ratio_check("setup_per_s", "B", 20.0, "setup rate ≥ 20× websockify"))
+    d_setup, b_setup = med("setup_per_s", "D"), med("setup_per_s", "B")
+    target = "setup rate ≥ 20× websockify, 2 workers"
+    if d_setup is None or not b_setup:
+        found.append(line(target, None, "not measured"))
+    else:
+        ratio = d_setup / b_setup
+        found.append(line(target, ratio >= 20, f"D/B = {ratio:.2f} (need ≥ 20)"))
+    d_held = med("held", "D")
+    target = "≥ 20,000 consoles held on one machine (2 workers)"
+    if d_held is None:
+        found.append(line(target, None, "not measured"))
+    else:
+        found.append(line(target, d_held >= 20_000, f"D held {d_held:,.0f}"))
+    down, down_rec = med("down_MBps", "C"), med("down_rec_MBps", "C")
+    target = "downstream with recording on ≥ 70 % of without"
+    if not down or down_rec is None:
+        found.append(line(target, None, "not measured"))
+    elif recorded and not recorded["complete"]:
+        # The recorder gave up part way (best_effort): the rest of the window was not recorded.
+        megabytes = ", ".join(f"{b / 1e6:,.0f}" for b in recorded["bytes"])
+        why = "; ".join(recorded["problems"]) or "incomplete"
+        detail = f"on/off = {down_rec / down:.2f}, but the recording stopped ({why}) after"
+        found.append(line(target, False, f"{detail} {megabytes} MB"))
+    else:
+        found.append(line(target, down_rec >= 0.7 * down, f"on/off = {down_rec / down:.2f}"))
+    mem, mem_rec = med("mem_per_console_KiB", "C"), med("mem_rec_per_console_KiB", "C")
+    target = "recording adds ≤ 8 KiB per idle console"
+    if mem is None or mem_rec is None:
+        found.append(line(target, None, "not measured"))
+    else:
+        found.append(line(target, mem_rec - mem <= 8, f"on − off = {mem_rec - mem:+.1f} KiB"))
     return found
 
 
@@ -179,40 +242,79 @@ def _fmt(value: Any, digits: int) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _recording_table(table: dict[str, Any], recorded: dict[str, Any] | None) -> list[str]:
+    """This proxy without and with recording (the -rec scenarios), when they ran."""
+    rows = []
+    for metric in RECORDING:
+        on = table.get(metric.key, {}).get("median", {}).get("C")
+        off = table.get(WITHOUT[metric.key], {}).get("median", {}).get("C")
+        if on is None:
+            continue
+        if off is None:
+            change = "–"
+        elif metric.scenario == "hold-rec":
+            change = f"{on - off:+,.{metric.digits}f}"
+        else:
+            change = f"{on / off:.2f}" if off else "–"
+        cells = [_fmt(off, metric.digits), _fmt(on, metric.digits), change]
+        rows.append(f"| {metric.label} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    head = [
+        "",
+        "## Recording on (issue 14)",
+        "",
+        "C with `[recording] dir` set: every console written to disk (a temporary directory on "
+        "the same disk; the token-file consoles are raw, so no keyframe requests). Change: on/off "
+        "for throughput, on − off for memory.",
+        "",
+        "| metric | C, recording off | C, recording on | change |",
+        "|---|---:|---:|---:|",
+    ]
+    tail = []
+    if recorded and recorded["runs"]:
+        megabytes = ", ".join(f"{b / 1e6:,.0f}" for b in recorded["bytes"])
+        why = "; ".join(recorded["problems"])
+        state = "complete" if recorded["complete"] else f"stopped: {why}"
+        tail = ["", f"Downstream recordings: {megabytes} MB written per run, {state}."]
+    return head + rows + tail
+
+
 def markdown(report: dict[str, Any]) -> str:
     machine, settings, summary = report["machine"], report["settings"], report["summary"]
     out = [
         f"# Console proxy benchmark, {report['started']}",
         "",
         f"Mode: {'quick' if settings['quick'] else 'full'}, {settings['reps']} repetition(s), "
-        f"A/B/C interleaved; {settings['duration']} s per throughput/latency window. "
+        f"A/B/C/D interleaved; {settings['duration']} s per throughput/latency window. "
         "Medians over repetitions.",
         "",
         "Machine: " + "; ".join(f"{k}: {v}" for k, v in machine.items()),
         "",
         "| metric | A: " + " | B: ".join(SYSTEMS[s] for s in "AB") + f" | C: {SYSTEMS['C']} "
-        "| C/A | C/B |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| D: {SYSTEMS['D']} | C/A | C/B | D/C |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for metric in METRICS:
         row = summary["metrics"].get(metric.key, {})
         medians = row.get("median", {})
         if not medians:
             continue
-        cells = [_fmt(medians.get(s), metric.digits) for s in "ABC"]
-        ratios = [_fmt(row.get(f"C/{s}"), 2) for s in "AB"]
+        cells = [_fmt(medians.get(s), metric.digits) for s in "ABCD"]
+        ratios = [_fmt(row.get(f"C/{s}"), 2) for s in "AB"] + [_fmt(row.get("D/C"), 2)]
         out.append(f"| {metric.label} | " + " | ".join(cells + ratios) + " |")
     if settings["reps"] > 1:
-        out += ["", "Every repetition (A; B; C):", ""]
+        out += ["", "Every repetition (A; B; C; D):", ""]
         for metric in METRICS:
             values = summary["metrics"].get(metric.key, {}).get("values", {})
             if values:
                 each = "; ".join(
                     ", ".join(_fmt(v, metric.digits) for v in values.get(s, [])) or "–"
-                    for s in "ABC"
+                    for s in "ABCD"
                 )
                 out.append(f"- {metric.label}: {each}")
-    out += ["", "## Targets (issue 6)", "", "| target | result | detail |", "|---|---|---|"]
+    out += _recording_table(summary["metrics"], summary.get("recorded"))
+    out += ["", "## Targets (issues 6 and 14)", "", "| target | result | detail |", "|---|---|---|"]
     out += [f"| {c['target']} | {c['status']} | {c['detail']} |" for c in summary["checks"]]
     out += [
         "",

@@ -1,7 +1,8 @@
 """Run the benchmark: ``python -m bench [--quick] [--reps N] ...`` (``make bench``).
 
 Measures direct TCP (A), websockify (B) and this proxy (C) against the same loopback targets,
-interleaving the three within each repetition, and writes ``bench/results/*.{json,md}``.
+interleaving the three within each repetition, and writes ``bench/results/*.{json,md}``. The
+``-rec`` scenarios run this proxy alone with ``[recording] dir`` set (what recording costs).
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import load, procstat, report, servers
+from bench import load, procstat, report, servers, spread
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 WEBSOCKIFY = BENCH / ".venv-websockify" / "bin" / "websockify"
-SCENARIOS = ("downstream", "upstream", "rtt1", "rtt100", "setup", "hold")
+SCENARIOS = (
+    "downstream", "upstream", "rtt1", "rtt100", "setup", "hold", "downstream-rec", "hold-rec",
+)  # fmt: skip
+# Scenarios measured again on this proxy with every console recorded: the same load as theirs.
+RECORDED = {"downstream-rec": "downstream", "hold-rec": "hold"}
 
 
 @dataclass(frozen=True)
@@ -61,14 +66,18 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         "--websockify-consoles", type=int, default=1_000, help="concurrency goal for B"
     )
     parser.add_argument("--checkpoint", type=int, default=1_000, help="consoles for memory")
-    parser.add_argument("--systems", default="ABC", help="any of A, B, C (default ABC)")
+    parser.add_argument(
+        "--systems",
+        default="ABCD",
+        help="any of A, B, C, D (D: the proxy with 2 workers; default ABCD)",
+    )
     parser.add_argument(
         "--scenarios", default=",".join(SCENARIOS), help=f"comma list from {','.join(SCENARIOS)}"
     )
     parser.add_argument("--websockify", default=str(WEBSOCKIFY), help="websockify executable")
     args = parser.parse_args(argv)
     scenarios = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
-    if unknown := (set(scenarios) - set(SCENARIOS)) | (set(args.systems) - set("ABC")):
+    if unknown := (set(scenarios) - set(SCENARIOS)) | (set(args.systems) - set("ABCD")):
         parser.error(f"unknown scenario or system: {', '.join(sorted(unknown))}")
     return Settings(
         quick=args.quick,
@@ -159,7 +168,35 @@ def memory_of(pid: int) -> dict[str, int]:
     return {"rss": procstat.rss(pid), "pss": pss, "processes": processes}
 
 
+def recording_env(directory: Path) -> dict[str, str]:
+    """Recording on, into ``directory``; no per-console cap, which would stop a recording part
+    way through the window and leave the rest of it unrecorded."""
+    return {
+        "CONSOLE_PROXY_RECORDING_DIR": str(directory),
+        "CONSOLE_PROXY_RECORDING_MAX_BYTES_PER_CONSOLE": str(1 << 50),
+    }
+
+
+def recordings_made(directory: Path) -> dict[str, Any]:
+    """What the proxy wrote: how many recordings, how many complete, their bytes, and why any
+    stopped (a recording that stops leaves the rest of its console unrecorded)."""
+    metas = [json.loads(p.read_text()) for p in directory.glob("*.json")]
+    return {
+        "count": len(metas),
+        "complete": sum(bool(m.get("complete")) for m in metas),
+        "bytes": sum(m.get("bytes") or 0 for m in metas),
+        "problems": sorted({m["problem"] for m in metas if m.get("problem")}),
+    }
+
+
 def measure(scenario: str, ep: servers.Endpoint, probe: procstat.Probe, s: Settings) -> Any:
+    if scenario == "hold-rec":
+        # Memory per idle console is read at the checkpoint: no need to go further.
+        assert ep.pid is not None
+        pid = ep.pid
+        result = load.hold(ep, s.checkpoint, s.checkpoint, 64, lambda: memory_of(pid), 1_000)
+        return {**result, "goal": s.checkpoint, "server_nofile": procstat.nofile(pid)}
+    scenario = RECORDED.get(scenario, scenario)
     if scenario == "downstream":
         return load.downstream(ep, probe, s.warmup, s.duration)
     if scenario == "upstream":
@@ -172,6 +209,12 @@ def measure(scenario: str, ep: servers.Endpoint, probe: procstat.Probe, s: Setti
         return load.setup_rate(ep, probe, s.warmup, s.duration, s.setup_window)
     assert ep.pid is not None
     pid = ep.pid
+    if ep.system == "D":  # twice C's goal, over two client and two target processes
+        goal = 2 * s.consoles
+        found = spread.hold_spread(
+            ep, ["hello", "hello2"], goal, 64, lambda: memory_of(pid), max_failures=1_000
+        )
+        return {**found, "goal": goal, "server_nofile": procstat.nofile(pid)}
     goal = s.consoles if ep.system == "C" else s.websockify_consoles
     result = load.hold(ep, goal, s.checkpoint, 64, lambda: memory_of(pid), max_failures=1_000)
     return {**result, "goal": goal, "server_nofile": procstat.nofile(pid)}
@@ -188,13 +231,19 @@ def run_one(
     record: dict[str, Any] = {"system": name, "scenario": scenario, "rep": rep}
     log = RESULTS / "logs" / f"{name}-{scenario}-r{rep}.log"
     started = time.monotonic()
+    recordings = token_file.parent / f"recordings-{scenario}-r{rep}"
+    env = recording_env(recordings) if scenario in RECORDED else None
     try:
-        with servers.system(name, targets[0], token_file, log, Path(s.websockify)) as ep:
+        with servers.system(name, targets[0], token_file, log, Path(s.websockify), env) as ep:
             probe = procstat.Probe(ep.pid, targets[1])
             record["result"] = measure(scenario, ep, probe, s)
             record["usage"] = probe.result
+        if env is not None:
+            record["recordings"] = recordings_made(recordings)
     except Exception as exc:  # one failed measurement must not lose the others
         record["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        shutil.rmtree(recordings, ignore_errors=True)  # a downstream window writes gigabytes
     record["seconds"] = round(time.monotonic() - started, 1)
     return record
 
@@ -234,15 +283,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine["proxy env"] = " ".join(f"{k}={v}" for k, v in servers.proxy_limits().items())
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs: list[dict[str, Any]] = []
-    with servers.targets_process() as targets, tempfile.TemporaryDirectory() as tmp:
+    with (
+        servers.targets_process() as targets,
+        servers.targets_process() as more_targets,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        # D's hold needs a second process of targets: one may not open 20,000 sockets here.
         token_file = Path(tmp) / "tokens"
-        servers.write_token_file(token_file, targets[0])
+        servers.write_token_file(token_file, {**targets[0], "hello2": more_targets[0]["hello"]})
         for rep in range(s.reps):
             order = s.systems[rep % len(s.systems) :] + s.systems[: rep % len(s.systems)]
             for scenario in s.scenarios:
                 for name in order:
                     if scenario == "hold" and name == "A":
                         continue  # no proxy process to hold anything
+                    if scenario in RECORDED and name != "C":
+                        continue  # recording is this proxy's
+                    if name == "D" and scenario not in servers.D_SCENARIOS:
+                        continue  # one console uses one worker: D would measure C again
                     runs.append(run_one(name, scenario, rep, targets, token_file, s))
                     print(_progress(runs[-1]), flush=True)
     machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

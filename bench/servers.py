@@ -23,14 +23,22 @@ REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 
-SYSTEMS = {"A": "direct TCP", "B": "websockify 0.13", "C": "this proxy"}
+SYSTEMS = {
+    "A": "direct TCP",
+    "B": "websockify 0.13",
+    "C": "this proxy",
+    "D": "this proxy, 2 workers",
+}
+# The scenarios D (``serve --workers 2``) is measured in: what more processes change.
+D_SCENARIOS = ("rtt100", "setup", "hold")
+WORKERS_READY = b"workers serving"
 
 
 @dataclass(frozen=True)
 class Endpoint:
     """Where a load client connects to reach a named target, and how."""
 
-    system: str  # "A" (direct TCP), "B" (websockify) or "C" (this proxy)
+    system: str  # "A" (direct TCP), "B" (websockify), "C" (this proxy), "D" (2 workers)
     targets: dict[str, int]
     port: int = 0  # the WebSocket server's port (B, C)
     pid: int | None = None  # the server process (B, C)
@@ -89,20 +97,25 @@ def targets_process() -> Iterator[tuple[dict[str, int], int]]:
         _stop_group(process)
 
 
-def _wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+def _wait_listening(
+    process: subprocess.Popen[bytes], port: int, log: Path, ready: bytes = b""
+) -> None:
+    """Until the port takes connections and, when ``ready`` is given, the log says it."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}; see {log}")
         with socket.socket() as sock:
-            if sock.connect_ex((HOST, port)) == 0:
+            if sock.connect_ex((HOST, port)) == 0 and (not ready or ready in log.read_bytes()):
                 return
         time.sleep(0.05)
     raise RuntimeError(f"server not listening after {STARTUP_TIMEOUT:.0f} s; see {log}")
 
 
 @contextlib.contextmanager
-def _server(command: list[str], env: dict[str, str], log: Path) -> Iterator[tuple[int, int]]:
+def _server(
+    command: list[str], env: dict[str, str], log: Path, ready: bytes = b""
+) -> Iterator[tuple[int, int]]:
     """Run ``command`` (``{port}`` filled in) until it listens; yield (port, pid)."""
     for attempt in range(3):
         port = free_port()
@@ -118,7 +131,7 @@ def _server(command: list[str], env: dict[str, str], log: Path) -> Iterator[tupl
             )
         try:
             try:
-                _wait_listening(process, port, log)
+                _wait_listening(process, port, log, ready)
             except RuntimeError:
                 if attempt == 2:
                     raise
@@ -154,7 +167,7 @@ def system(
         env = dict(os.environ)
     else:
         command = [
-            str(REPO / ".venv" / "bin" / "python"),
+            sys.executable,  # the venv `make bench` runs in
             "-m",
             "proxy.cli",
             "serve",
@@ -164,8 +177,11 @@ def system(
             str(token_file),
         ]
         env = {**os.environ, "CONSOLE_PROXY_TARGETS_ALLOW": "127.0.0.0/8", **proxy_limits()}
+        if name == "D":
+            env["CONSOLE_PROXY_SERVER_WORKERS"] = "2"
         env.update(extra_env or {})
-    with _server(command, env, log) as (port, pid):
+    ready = WORKERS_READY if name == "D" else b""
+    with _server(command, env, log, ready) as (port, pid):
         yield Endpoint(name, targets, port, pid)
 
 

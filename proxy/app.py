@@ -27,8 +27,8 @@ from proxy.config import (
     redis_wait_replicas,
 )
 from proxy.consoles.background import running
-from proxy.consoles.cluster import REFRESH_EVERY, ClusterState, ClusterUnavailable
-from proxy.consoles.limits import RateLimiter
+from proxy.consoles.cluster import REFRESH_EVERY, ClusterState, ClusterUnavailable, SharedCounts
+from proxy.consoles.limits import Budget, LocalBudget, RateLimiter
 from proxy.consoles.live import LiveDirectory, instance_name
 from proxy.consoles.live_tasks import live_tasks
 from proxy.consoles.registry import ConsoleRegistry
@@ -48,12 +48,13 @@ from proxy.tickets.redis_store import RedisTicketStore
 from proxy.tickets.signed import TicketSigner
 from proxy.tickets.static import StaticTokens, load_plugin
 from proxy.tickets.store import TicketStore
-from proxy.web.forwarded import forwarded_middleware
+from proxy.web.forwarded import forwarded_middleware, forwarded_rewriter
 from proxy.web.keys import (
     AUDIT,
     CLUSTER,
     CONFIG,
     CONSOLES,
+    HUB,
     INSTANCE,
     LIVE,
     METRICS,
@@ -63,6 +64,7 @@ from proxy.web.keys import (
     RECORDINGS,
     REGISTRY,
     SESSIONS,
+    WORKER,
     ZSTACK,
     ZSTACK_LOGIN,
 )
@@ -71,10 +73,15 @@ from proxy.web.middlewares import (
     javascript_type,
     security_headers,
     settle_request_body,
+    upgrade_fast_path,
 )
 from proxy.web.operator import FAILURES_PER_MINUTE
 from proxy.web.operator_cookie import CookieSealer
 from proxy.web.routes import add_routes
+from proxy.web.websocket import websockify
+from proxy.workers.client import HubClient
+from proxy.workers.role import WorkerRole, share_limits
+from proxy.workers.shared import HubBudget, HubCounts, HubDirectory, HubTicketStore
 from proxy.zstack.client import ZStackClient
 from proxy.zstack.login import ZStackLogin
 
@@ -94,11 +101,16 @@ def assets_dir(config: Config) -> Path:
     return PACKAGE_DIR if (PACKAGE_DIR / "templates").is_dir() else REPO_ROOT
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, worker: WorkerRole | None = None) -> web.Application:
+    """The application; ``worker`` when it is one of several processes (``serve --workers``)."""
+    if worker is not None:
+        config = share_limits(config, worker.workers)
     # Outermost first: forwarded headers are applied before anything reads the request, and
     # security headers also go on the JSON errors made below them.
+    rewrite = forwarded_rewriter(config.server.trusted_proxies)
     middlewares = [
-        forwarded_middleware(config.server.trusted_proxies),
+        upgrade_fast_path(rewrite, websockify),
+        forwarded_middleware(rewrite),
         settle_request_body,
         security_headers,
         error_middleware,
@@ -107,16 +119,19 @@ def create_app(config: Config) -> web.Application:
     redaction.install()
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[CONFIG] = config
+    if worker is not None:
+        app[WORKER] = worker
     app[REGISTRY] = ConsoleRegistry()
     app[INSTANCE] = instance_name()
     app[METRICS] = Metrics()
     app[AUDIT] = audit_log(config)
     app[RECORDINGS] = Recordings(config.recording, app[METRICS], app[INSTANCE])
-    app[RATE_LIMITER] = RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst)
+    limits = config.limits
+    app[RATE_LIMITER] = LocalBudget(RateLimiter(limits.rate_per_minute, limits.rate_burst))
     operators = config.operator
     cookie_key = decode_cookie_key(operators.cookie_key) if operators.cookie_key else None
     app[OPERATOR_COOKIES] = CookieSealer(cookie_key, operators.session_ttl)
-    app[OPERATOR_FAILURES] = RateLimiter(FAILURES_PER_MINUTE, FAILURES_PER_MINUTE)
+    app[OPERATOR_FAILURES] = LocalBudget(RateLimiter(FAILURES_PER_MINUTE, FAILURES_PER_MINUTE))
     # Built here, not at start-up, so a bad [tls] file stops create_app with a ConfigError.
     handshakes = HandshakeSettings(
         config.limits.handshake_timeout, client_context(config.tls), config.tls.vnc_required
@@ -142,35 +157,90 @@ def create_app(config: Config) -> web.Application:
 async def console_services(
     app: web.Application, handshakes: HandshakeSettings
 ) -> AsyncIterator[None]:
-    """The ZStack client, the ticket store, the console sessions and (with Redis) the cluster."""
+    """The ZStack client, the ticket store, the console sessions and what is shared with other
+    instances (Redis) or, without Redis, with the other workers of this machine (their hub)."""
     config = app[CONFIG]
+    worker = app.get(WORKER)
     redis = redis_client(config)
+    hub = await HubClient.connect(worker.hub_path) if worker is not None else None
+    shared_hub = hub if redis is None else None
     async with aiohttp.ClientSession() as http:
         app[ZSTACK] = ZStackClient(http, config.zstack.url, config.zstack.timeout)
         app[ZSTACK_LOGIN] = ZStackLogin(http, config.zstack.url, config.zstack.timeout)
-        app[CONSOLES] = console_service(config, app[ZSTACK], ticket_store(config, redis), app)
-        cluster = cluster_state(config, redis) if redis else None
+        store = HubTicketStore(shared_hub) if shared_hub else ticket_store(config, redis)
+        app[CONSOLES] = console_service(config, app[ZSTACK], store, app)
+        cluster: SharedCounts | None = None
+        if redis is not None:
+            cluster = cluster_state(config, redis)
+        elif shared_hub is not None:
+            cluster = HubCounts(shared_hub, app[INSTANCE])
         app[SESSIONS] = ConsoleSessions(
             app[CONSOLES],
             app[REGISTRY],
             session_limits(config),
             handshakes,
-            RateLimiter(config.limits.rate_per_minute, config.limits.rate_burst),
+            failures_budget(app, shared_hub),
             app[METRICS],
             app[AUDIT],
             cluster,
             app[RECORDINGS],
         )
-        if cluster is None or redis is None:
+        async with contextlib.AsyncExitStack() as background:
+            if hub is not None:
+                await background.enter_async_context(worker_tasks(app, hub))
+            if shared_hub is not None and cluster is not None:
+                await background.enter_async_context(hub_directory_tasks(app, shared_hub))
+                await background.enter_async_context(cluster_tasks(app, cluster))
+            elif redis is not None and isinstance(cluster, ClusterState):
+                live = app[LIVE] = live_directory(config, redis, cluster.instance_id)
+                await background.enter_async_context(cluster_tasks(app, cluster))
+                await background.enter_async_context(live_tasks(live, app[REGISTRY], app[INSTANCE]))
             yield
-        else:
-            app[LIVE] = live_directory(config, redis, cluster.instance_id)
-            async with (
-                cluster_tasks(app, cluster),
-                live_tasks(app[LIVE], app[REGISTRY], app[INSTANCE]),
-            ):
-                yield
         await app[CONSOLES].store.close()
+
+
+def failures_budget(app: web.Application, hub: HubClient | None) -> Budget:
+    """The failed redemptions' budget. With the workers' hub every per-address budget (this one,
+    mints', operator sign-ins') is the machine's, not each worker's: the hub keeps them."""
+    limits = app[CONFIG].limits
+    if hub is None:
+        return LocalBudget(RateLimiter(limits.rate_per_minute, limits.rate_burst))
+    app[RATE_LIMITER] = HubBudget(hub, "mint", limits.rate_per_minute, limits.rate_burst)
+    app[OPERATOR_FAILURES] = HubBudget(
+        hub, "operator_sign_in", FAILURES_PER_MINUTE, FAILURES_PER_MINUTE
+    )
+    return HubBudget(hub, "redemption_failures", limits.rate_per_minute, limits.rate_burst)
+
+
+@contextlib.asynccontextmanager
+async def worker_tasks(app: web.Application, hub: HubClient) -> AsyncIterator[None]:
+    """A worker answers for its metrics (``/metrics`` on any worker sums them all); its hub
+    connection closes last."""
+    app[HUB] = hub
+    metrics = app[METRICS]
+
+    async def exposition(_body: object) -> str:
+        return metrics.exposition()[0].decode()
+
+    hub.on("metrics", exposition)
+    try:
+        yield
+    finally:
+        await hub.close()
+
+
+@contextlib.asynccontextmanager
+async def hub_directory_tasks(app: web.Application, hub: HubClient) -> AsyncIterator[None]:
+    """Without Redis, the workers' listing: this worker's consoles and targets when others ask,
+    and the closes they send."""
+    directory = HubDirectory(hub, app[REGISTRY], app[INSTANCE])
+    app[LIVE] = directory
+
+    async def close(console_id: str) -> int:
+        return await app[REGISTRY].close_console(console_id, Close.REVOKED)
+
+    async with running(directory.listen_for_closes(close)):
+        yield
 
 
 async def recording_writer(app: web.Application) -> AsyncIterator[None]:
@@ -266,7 +336,7 @@ def cluster_state(config: Config, redis: Redis) -> ClusterState:
 
 
 @contextlib.asynccontextmanager
-async def cluster_tasks(app: web.Application, cluster: ClusterState) -> AsyncIterator[None]:
+async def cluster_tasks(app: web.Application, cluster: SharedCounts) -> AsyncIterator[None]:
     """Revocations from other instances, and lease refreshes for our consoles' VM counts."""
     app[CLUSTER] = cluster
     registry = app[REGISTRY]

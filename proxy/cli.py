@@ -21,6 +21,8 @@ from proxy.observe.logs import LEVELS, configure_logging
 from proxy.relay.tls import client_context
 from proxy.relay.tuning import tune_malloc
 from proxy.server import run_server
+from proxy.workers.role import WorkerRole
+from proxy.workers.supervisor import Supervisor, resolve_workers
 
 log = logging.getLogger("proxy")
 
@@ -51,8 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--zstack-url", help="ZStack API base URL incl. /zstack ([zstack] url)"
     )
     config_flags.add_argument("--token-file", help="websockify TokenFile file or directory")
+    config_flags.add_argument(
+        "--workers", help="processes on the one port: a number or 'auto' ([server] workers)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", parents=[config_flags], help="run the console proxy")
+    serve_command = commands.add_parser(
+        "serve", parents=[config_flags], help="run the console proxy"
+    )
+    # Set by the supervisor of `serve --workers N` on the workers it starts: its hub's socket.
+    serve_command.add_argument("--worker-of", help=argparse.SUPPRESS)
     check = commands.add_parser(
         "check-config",
         parents=[config_flags],
@@ -76,6 +85,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "listen": "server.listen",
         "zstack_url": "zstack.url",
         "token_file": "tickets.token_file",
+        "workers": "server.workers",
     }
     return {key: getattr(args, name) for name, key in flags.items() if getattr(args, name, None)}
 
@@ -98,7 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, os.environ, overrides_from(args))
         configure_logging(config.log.format, args.log_level or config.log.level)
         # Files named by the config (TLS certificates, ...) are read at start: still its errors.
-        serve(config)
+        if args.worker_of:
+            serve(config, WorkerRole(args.worker_of, resolve_workers(config.server.workers)))
+        elif (workers := resolve_workers(config.server.workers)) > 1:
+            given = list(sys.argv[1:] if argv is None else argv)
+            return asyncio.run(Supervisor(config, given, workers).run())
+        else:
+            serve(config)
     except ConfigError as exc:
         print(f"console-proxy: {exc}", file=sys.stderr)
         return 2
@@ -142,8 +158,8 @@ def prune_recordings(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve(config: Config) -> None:
-    asyncio.run(run_server(config))
+def serve(config: Config, worker: WorkerRole | None = None) -> None:
+    asyncio.run(run_server(config, worker=worker))
 
 
 def install_uvloop() -> None:

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "proxy"
-LOWER_FOLDERS = ("consoles", "tickets", "protocols", "relay", "zstack", "observe", "recording")
+LOWER_FOLDERS = (
+    "consoles",
+    "tickets",
+    "protocols",
+    "relay",
+    "zstack",
+    "observe",
+    "recording",
+    "workers",
+)
 SANS_IO = (
     "protocols/rfb/events.py",
     "protocols/rfb/common.py",

@@ -105,9 +105,15 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         return _coerce_bool(key, value)
     if hint is int or hint is float:
         return _coerce_number(key, hint, value)
+    if key in NUMBER_OR_WORD and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     if not isinstance(value, str):
         raise ConfigError(key, f"must be a string, got {shown(key, value)}")
     return str(value)
+
+
+# Keys that take a number or a word (``workers = 2`` or ``workers = "auto"``), kept as text.
+NUMBER_OR_WORD = frozenset({"server.workers"})
 
 
 def _coerce_list(key: str, item: Any, value: Any) -> tuple[Any, ...]:

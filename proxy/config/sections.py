@@ -39,6 +39,9 @@ class ServerConfig:
     # The origins browsers reach the proxy on; when set, they replace the Host header for the
     # WebSocket Origin check and consoleUrl (the first one), so Host is never trusted.
     public_origins: tuple[str, ...] = ()
+    # Processes serving the one port (SO_REUSEPORT), sharing tickets and limits through a hub in
+    # the supervisor; "auto": one per core.
+    workers: str = "1"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from proxy.keynames import parse_combo
 def validate(config: Config) -> None:
     """Check values that parse but make no sense; raise ConfigError naming the key."""
     parse_listen(config.server.listen, "server.listen")
+    _check_workers(config.server.workers)
     base = config.server.base_path
     if base and (not base.startswith("/") or base.endswith("/")):
         raise ConfigError(
@@ -251,3 +252,15 @@ def _check_network(key: str, cidr: str) -> None:
 def _positive(key: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(key, f"must be greater than 0, got {value!r}")
+
+
+MAX_WORKERS = 256
+
+
+def _check_workers(value: str) -> None:
+    if value == "auto":
+        return
+    if not value.isdigit() or not 1 <= int(value) <= MAX_WORKERS:
+        raise ConfigError(
+            "server.workers", f"must be 'auto' or a number from 1 to {MAX_WORKERS}, got {value!r}"
+        )

@@ -21,7 +21,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -52,6 +52,22 @@ OnRevoke = Callable[[str], Awaitable[int]]
 
 class ClusterUnavailable(StoreUnavailable):
     """The shared per-VM counts or the revocation channel (Redis) cannot be used."""
+
+
+class SharedCounts(Protocol):
+    """Per-VM console counts and revocation shared by instances (Redis) or workers (the hub)."""
+
+    instance_id: str
+
+    async def claim(self, vm_uuid: str, console_id: str, limit: int) -> bool: ...
+
+    async def release(self, vm_uuid: str, console_id: str) -> None: ...
+
+    async def refresh(self, consoles: Iterable[tuple[str, str]]) -> None: ...
+
+    async def publish_revoke(self, vm_uuid: str) -> int: ...
+
+    async def listen_for_revocations(self, on_revoke: OnRevoke) -> None: ...
 
 
 class ClusterState:

@@ -5,6 +5,20 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import OrderedDict
+from typing import Protocol
+
+
+class Budget(Protocol):
+    """A per-address budget as the web layer and the sessions spend it: this process's own
+    (:class:`LocalBudget`) or shared by the workers of one machine (proxy.workers.shared)."""
+
+    async def spend(self, key: str) -> bool:
+        """Take one event from ``key``'s budget; False when none is left."""
+        ...
+
+    async def exhausted(self, key: str) -> bool:
+        """Whether ``key`` has no event left, without spending one."""
+        ...
 
 
 class RateLimiter:
@@ -38,6 +52,19 @@ class RateLimiter:
         if len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
         return allowed
+
+
+class LocalBudget:
+    """A :class:`RateLimiter` of this process behind the :class:`Budget` interface."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def spend(self, key: str) -> bool:
+        return self.limiter.allow(key)
+
+    async def exhausted(self, key: str) -> bool:
+        return self.limiter.exhausted(key)
 
 
 def client_key(address: str) -> str:

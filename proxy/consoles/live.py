@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -110,6 +110,35 @@ def targets(registry: ConsoleRegistry) -> dict[str, Ticket]:
     return found
 
 
+class RecentListing:
+    """The last listing of the other instances' consoles, kept for a moment: every open console
+    page asks for its viewer count, and one read serves them all."""
+
+    def __init__(self) -> None:
+        self._when = 0.0
+        self._listed: list[dict[str, Any]] = []
+
+    async def get(
+        self, read: Callable[[], Awaitable[list[dict[str, Any]]]], max_age: float
+    ) -> list[dict[str, Any]]:
+        if time.monotonic() - self._when > max_age:
+            self._listed = await read()
+            self._when = time.monotonic()
+        return self._listed
+
+
+class ConsoleDirectory(Protocol):
+    """The other instances' (Redis) or workers' (the hub) consoles, as the web layer uses them."""
+
+    async def others(self) -> list[dict[str, Any]]: ...
+
+    async def others_cached(self, max_age: float = 0.5) -> list[dict[str, Any]]: ...
+
+    async def target(self, console_id: str) -> Ticket | None: ...
+
+    async def publish_close(self, console_id: str) -> int: ...
+
+
 class LiveDirectory:
     """The Redis side: publish this instance's consoles, read every instance's, close anywhere."""
 
@@ -127,7 +156,7 @@ class LiveDirectory:
         self._aead = AESGCM(encrypt_key) if encrypt_key else None
         self._timeout = timeout
         self._instances = f"{prefix}live-instances"
-        self._cached: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        self._cached = RecentListing()
         self._channel = f"{prefix}close-console"
 
     def _live(self, instance: str) -> str:
@@ -180,11 +209,7 @@ class LiveDirectory:
 
     async def others_cached(self, max_age: float = 0.5) -> list[dict[str, Any]]:
         """:meth:`others`, read at most once per ``max_age`` (every console page polls it)."""
-        when, listed = self._cached
-        if time.monotonic() - when > max_age:
-            listed = await self.others()
-            self._cached = (time.monotonic(), listed)
-        return listed
+        return await self._cached.get(self.others, max_age)
 
     async def target(self, console_id: str) -> Ticket | None:
         """What a console on another instance reaches (for a watch); None if none has it."""

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 
 from proxy.closecodes import Close
-from proxy.consoles.cluster import ClusterState
-from proxy.consoles.limits import RateLimiter
+from proxy.consoles.cluster import SharedCounts
+from proxy.consoles.limits import Budget
 from proxy.consoles.registry import ConsoleRegistry, LiveConsole
 from proxy.consoles.service import ConsoleService
 from proxy.observe.audit import AuditLog, ConsoleFacts
@@ -56,10 +56,10 @@ class ConsoleSessions:
         registry: ConsoleRegistry,
         limits: SessionLimits,
         handshakes: HandshakeSettings,
-        failures: RateLimiter,
+        failures: Budget,
         metrics: Metrics,
         audit: AuditLog,
-        cluster: ClusterState | None = None,
+        cluster: SharedCounts | None = None,
         recordings: Recordings | None = None,
     ) -> None:
         self.service = service
@@ -80,33 +80,51 @@ class ConsoleSessions:
         CONSOLE_ID.set(console.console_id)  # this task's log lines name the console
         self.registry.add(console)
         self.metrics.active.inc()
+        reason = Close.HOST_CLOSED
+        prepared: Prepared | Close | None = None
         try:
-            # Admitted, then connected: _admit's frame is gone while the console lives.
-            admitted = await self._admit(console, token)
-            if isinstance(admitted, Close):
-                reason = admitted
+            # The bridge runs in this frame, so a console that stays open keeps none of the
+            # frames of the steps that opened it (memory per idle console).
+            prepared = await self._prepare(console, token)
+            if isinstance(prepared, Close):
+                reason = prepared
             else:
-                reason = await self._connect(console, admitted)
+                reason = await prepared.bridge.run(prepared.to_host, prepared.to_browser)
         except StoreUnavailable as exc:
             log.error("shared state unavailable: %s", exc.reason)
             reason = Close.STORE_UNAVAILABLE
         finally:
-            last = not self.registry.counts(console)
-            self.registry.remove(console)
-            self.metrics.active.dec()
-            if console.claimed and last and self.cluster is not None:
-                await self.cluster.release(console.vm_uuid, console.counted_as)
+            try:
+                if isinstance(prepared, Prepared):
+                    reason = await self._finish(console, prepared, reason)
+            finally:
+                # Also when the end is cancelled (aiohttp cancels the handler of a connection
+                # that is gone) while a recording closes: the console must leave the registry.
+                await self._leave(console)
         reason = console.interrupted or reason
         self.metrics.closed.labels(reason.name.lower()).inc()
         if not browser.closed:
             await browser.close(code=reason.code, message=reason.reason.encode())
         return reason
 
+    async def _leave(self, console: LiveConsole) -> None:
+        last = not self.registry.counts(console)
+        self.registry.remove(console)
+        self.metrics.active.dec()
+        if console.claimed and last and self.cluster is not None:
+            await self.cluster.release(console.vm_uuid, console.counted_as)
+
+    async def _prepare(self, console: LiveConsole, token: str) -> Prepared | Close:
+        admitted = await self._admit(console, token)
+        if isinstance(admitted, Close):
+            return admitted
+        return await self._connect(console, admitted)
+
     async def _admit(self, console: LiveConsole, token: str) -> Ticket | Close:
         # Only failed redemptions spend this per-address budget (mints have their own): a valid
         # ticket is proof of a mint, so it costs nothing, nor do a SPICE console's channel
         # sockets. An address that has spent it guessing is refused before any lookup.
-        if self.failures.exhausted(console.client_ip):
+        if await self.failures.exhausted(console.client_ip):
             self.metrics.rejected.labels("rate").inc()
             return Close.RATE_LIMITED
         if len(self.registry) > self.limits.max_connections:
@@ -115,7 +133,7 @@ class ConsoleSessions:
         ticket = await self.service.redeem(token)
         self.metrics.redeems.labels("ok" if ticket else "invalid").inc()
         if ticket is None:
-            self.failures.allow(console.client_ip)
+            await self.failures.spend(console.client_ip)
             return Close.TICKET_INVALID
         console.token_key = token_key(token)
         if ticket.uses > 1:
@@ -141,7 +159,8 @@ class ConsoleSessions:
         )
         return console.claimed
 
-    async def _connect(self, console: LiveConsole, ticket: Ticket) -> Close:
+    async def _connect(self, console: LiveConsole, ticket: Ticket) -> Prepared | Close:
+        """Dial, begin the recording, run the handshake, and build the bridge (not yet run)."""
         if ticket.tls and self.handshakes.tls is None:
             return Close.TLS_REQUIRED  # minted elsewhere with TLS: never fall back to plaintext
         started = time.monotonic()
@@ -164,60 +183,34 @@ class ConsoleSessions:
             ticket.account_name,
         )
         self.audit.opened(facts)
-        stats = console.stats = BridgeStats()
-        reason = Close.HOST_CLOSED
-        recorder: Recorder | None = None
+        opened = Opened(facts, streams, BridgeStats())
+        console.stats = opened.stats
         try:
-            recordings = self.recordings
-            if recordings is not None and recordings.enabled:
-                recorder = await recordings.begin(facts, console.started)
-                if recorder is None and recordings.required:
-                    reason = Close.RECORDING_UNAVAILABLE
-                    return reason
-                if recorder is not None and recordings.required:
-                    recorder.on_failure = lambda: self._end_unrecorded(console)
-            reason = await self._pump(console, ticket, streams, stats, recorder)
-            return reason
-        finally:
-            # The StreamWriter stays referenced until here: dropping it would close the transport.
-            if isinstance(streams, HostLink):
-                streams.close()
-            else:
-                streams[1].close()
-            reason = console.interrupted or reason
-            self.metrics.bytes.labels("to_host").inc(stats.bytes_to_host)
-            self.metrics.bytes.labels("to_browser").inc(stats.bytes_to_browser)
-            outcome = await recorder.close(reason.name.lower()) if recorder else None
-            self.audit.closed(
-                facts,
-                console.started,
-                reason.name.lower(),
-                stats.bytes_to_host,
-                stats.bytes_to_browser,
-                recording=outcome.audit() if outcome else None,
-            )
+            prepared = await self._begin(console, ticket, opened)
+        except BaseException:
+            await self._finish(console, opened, Close.HOST_CLOSED)
+            raise
+        if isinstance(prepared, Close):
+            return await self._finish(console, opened, prepared)
+        return prepared
 
-    def _end_unrecorded(self, console: LiveConsole) -> None:
-        """[recording] mode = "required": a console whose recording stopped ends now."""
-        task = asyncio.ensure_future(console.interrupt(Close.RECORDING_UNAVAILABLE))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def _pump(
-        self,
-        console: LiveConsole,
-        ticket: Ticket,
-        streams: Streams | HostLink,
-        stats: BridgeStats,
-        recorder: Recorder | None = None,
-    ) -> Close:
-        if isinstance(streams, HostLink):
-            prelude, host = Prelude(), streams
+    async def _begin(
+        self, console: LiveConsole, ticket: Ticket, opened: Opened
+    ) -> Prepared | Close:
+        recordings = self.recordings
+        if recordings is not None and recordings.enabled:
+            opened.recorder = await recordings.begin(opened.facts, console.started)
+            if opened.recorder is None and recordings.required:
+                return Close.RECORDING_UNAVAILABLE
+            if opened.recorder is not None and recordings.required:
+                opened.recorder.on_failure = lambda: self._end_unrecorded(console)
+        if isinstance(opened.streams, HostLink):
+            prelude, host = Prelude(), opened.streams
         else:
             done = await handshake(
                 ticket.protocol,
                 console.ws,
-                streams,
+                opened.streams,
                 ticket.password,
                 ticket.host,
                 self.handshakes,
@@ -225,23 +218,75 @@ class ConsoleSessions:
             )
             if isinstance(done, Close):
                 return done
-            prelude, host = done, HostLink.adopt(*streams)
+            prelude, host = done, HostLink.adopt(*opened.streams)
         idle = self.limits.idle_timeout if prelude.carries_input else None
         console.stop_host = host.abort
         limits = BridgeLimits(idle, self.limits.max_session)
-        bridge = Bridge(console.ws, host, limits, prelude.is_input, stats, prelude.transform)
-        hooks = None
-        if recorder is not None and self.recordings is not None:
-            interval = self.recordings.config.keyframe_interval
-            hooks = RecordingHooks(recorder, ticket.protocol, interval, host.write)
+        bridge = Bridge(console.ws, host, limits, prelude.is_input, opened.stats, prelude.transform)
+        if opened.recorder is not None and recordings is not None:
+            opened.recorder.channel = prelude.channel
+            interval = recordings.config.keyframe_interval
+            hooks = RecordingHooks(opened.recorder, ticket.protocol, interval, host.write)
             bridge.observe, bridge.host_tap = hooks.observe, hooks.host_tap
+            opened.hooks = hooks
             hooks.start()
-        try:
-            reason = await bridge.run(prelude.to_host, prelude.to_browser)
-        finally:
-            if hooks is not None:
-                hooks.stop()
-        if reason in (Close.IDLE, Close.SESSION_LIMIT):
-            # The other channels of a SPICE console end with the one that timed out.
-            await self.registry.close_group(console.group, reason)
+        return Prepared(opened, bridge, prelude.to_host, prelude.to_browser)
+
+    async def _finish(
+        self, console: LiveConsole, opened: Opened | Prepared, reason: Close
+    ) -> Close:
+        """After a dialled console: stop its recording, count its bytes, audit its end."""
+        if isinstance(opened, Prepared):
+            opened = opened.opened
+            if reason in (Close.IDLE, Close.SESSION_LIMIT):
+                # The other channels of a SPICE console end with the one that timed out.
+                await self.registry.close_group(console.group, reason)
+        if opened.hooks is not None:
+            opened.hooks.stop()
+        if isinstance(opened.streams, HostLink):
+            opened.streams.close()
+        else:
+            # The StreamWriter stays referenced until here: dropping it would close the transport.
+            opened.streams[1].close()
+        reason = console.interrupted or reason
+        stats, recorder = opened.stats, opened.recorder
+        self.metrics.bytes.labels("to_host").inc(stats.bytes_to_host)
+        self.metrics.bytes.labels("to_browser").inc(stats.bytes_to_browser)
+        outcome = await recorder.close(reason.name.lower()) if recorder else None
+        self.audit.closed(
+            opened.facts,
+            console.started,
+            reason.name.lower(),
+            stats.bytes_to_host,
+            stats.bytes_to_browser,
+            recording=outcome.audit() if outcome else None,
+        )
         return reason
+
+    def _end_unrecorded(self, console: LiveConsole) -> None:
+        """[recording] mode = "required": a console whose recording stopped ends now."""
+        task = asyncio.ensure_future(console.interrupt(Close.RECORDING_UNAVAILABLE))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+
+@dataclass(eq=False, slots=True)
+class Opened:
+    """A console whose host was dialled: what its end must close, count and audit."""
+
+    facts: ConsoleFacts
+    # Streams for a handshake of ours; a raw console is dialled straight into its host link.
+    streams: Streams | HostLink
+    stats: BridgeStats
+    recorder: Recorder | None = None
+    hooks: RecordingHooks | None = None
+
+
+@dataclass(eq=False, slots=True)
+class Prepared:
+    """A console ready to bridge: the handshake is done."""
+
+    opened: Opened
+    bridge: Bridge
+    to_host: bytes
+    to_browser: bytes

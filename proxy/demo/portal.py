@@ -13,9 +13,11 @@ import aiohttp
 import aiohttp_jinja2
 from aiohttp import web
 
+from proxy import i18n
 from proxy.demo.simulator import ADMIN, Inventory
 from proxy.web.errors import ApiError
 from proxy.web.keys import CONFIG
+from proxy.web.pages import language_context, page_language
 
 INVENTORY = web.AppKey("demo_inventory", Inventory)
 SIMULATOR_URL = web.AppKey("demo_simulator_url", str)
@@ -41,7 +43,10 @@ async def index(request: web.Request) -> dict[str, Any]:
         }
         for vm in request.app[INVENTORY].vms
     ]
-    return {"vms": vms}
+    language = page_language(request)
+    words = i18n.flatten(i18n.tables()[language])
+    demo_text = {k.removeprefix("demo."): v for k, v in words.items() if k.startswith("demo.")}
+    return {**language_context(language), "vms": vms, "demo_text": demo_text}
 
 
 async def demo_session(request: web.Request) -> web.Response:

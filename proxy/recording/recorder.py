@@ -123,6 +123,7 @@ class Recorder:
 
     __slots__ = (
         "_t0",
+        "channel",
         "complete",
         "facts",
         "file",
@@ -156,6 +157,8 @@ class Recorder:
         self.stopped = False
         self.complete = True
         self.problem = ""
+        # A SPICE socket's channel, known once its link is done ("main", "display", ...).
+        self.channel = ""
         # Set by the console: called once if the recording stops before the console ends.
         self.on_failure: Any = None
         self._t0 = time.monotonic()
@@ -228,6 +231,8 @@ class Recorder:
             "playable": facts.protocol in PLAYABLE,
             "includesInput": self.include_input,
         }
+        if self.channel:
+            meta["channel"] = self.channel
         meta.update(final)
         return meta
 

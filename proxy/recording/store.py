@@ -31,6 +31,7 @@ LISTED = (
     "console",
     "vmUuid",
     "protocol",
+    "channel",
     "client",
     "account",
     "started",

@@ -19,7 +19,7 @@ from proxy.closecodes import Close
 from proxy.protocols.rfb.input import ClientStreamFilter
 from proxy.protocols.rfb.security import secure_vnc
 from proxy.protocols.spice.driver import secure_spice
-from proxy.protocols.spice.link import INPUTS
+from proxy.protocols.spice.link import CHANNEL_NAMES, INPUTS
 from proxy.relay.bridge import Transform
 from proxy.relay.browser import BrowserSocket
 from proxy.relay.dial import Streams
@@ -40,6 +40,8 @@ class Prelude:
     carries_input: bool = True
     # Rewrites or drops browser bytes (see Bridge); replaces is_input when set.
     transform: Transform | None = None
+    # A SPICE socket's channel ("main", "display", ...); "" for VNC and raw consoles.
+    channel: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +83,10 @@ async def handshake(
             return linked
         # Key and mouse events travel on the inputs channel only.
         inputs = linked.channel_type == INPUTS
+        channel = CHANNEL_NAMES.get(linked.channel_type, str(linked.channel_type))
         if inputs and view_only:
-            return Prelude(b"", linked.to_browser, transform=_nothing_to_host)
-        return Prelude(linked.to_host, linked.to_browser, carries_input=inputs)
+            return Prelude(b"", linked.to_browser, transform=_nothing_to_host, channel=channel)
+        return Prelude(linked.to_host, linked.to_browser, carries_input=inputs, channel=channel)
     return Prelude()
 
 

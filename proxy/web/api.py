@@ -49,7 +49,7 @@ def base_url(request: web.Request) -> str:
 
 
 async def mint_console(request: web.Request) -> web.Response:
-    if not request.app[RATE_LIMITER].allow(request.remote or ""):
+    if not await request.app[RATE_LIMITER].spend(request.remote or ""):
         request.app[METRICS].rejected.labels("rate").inc()
         raise ApiError(
             429, "LIMIT.RATE", "Too many console requests from your address; try again shortly."

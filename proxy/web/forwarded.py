@@ -31,15 +31,26 @@ _HOST = re.compile(
 _NODE = re.compile(r"\[(?P<v6>[^\]]+)\](?::[0-9]+)?|(?P<v4>[0-9.]+)(?::[0-9]+)?")
 
 
-def forwarded_middleware(trusted: Iterable[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+Rewrite = Callable[[web.Request], web.Request]
+
+
+def forwarded_rewriter(trusted: Iterable[str]) -> Rewrite:
+    """The request as the client made it, when a trusted proxy says so; else the request."""
     networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in trusted)
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def rewrite(request: web.Request) -> web.Request:
         if networks and _is_trusted(request.remote, networks):
             family = request.app[CONFIG].server.forwarded_headers
-            request = _rewritten(request, networks, family)
-        return await handler(request)
+            return _rewritten(request, networks, family)
+        return request
+
+    return rewrite
+
+
+def forwarded_middleware(rewrite: Rewrite) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await handler(rewrite(request))
 
     return middleware
 

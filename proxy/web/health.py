@@ -6,9 +6,10 @@ import hmac
 
 from aiohttp import hdrs, web
 
+from proxy.observe.merged import merge_expositions
 from proxy.tickets.store import StoreUnavailable
 from proxy.web.errors import ApiError
-from proxy.web.keys import CONFIG, CONSOLES, METRICS, RECORDINGS, REGISTRY, ZSTACK
+from proxy.web.keys import CONFIG, CONSOLES, HUB, METRICS, RECORDINGS, REGISTRY, ZSTACK
 from proxy.zstack.client import ZStackError
 
 
@@ -55,6 +56,14 @@ async def metrics(request: web.Request) -> web.Response:
                 401, "METRICS.UNAUTHORIZED", "Send 'Authorization: Bearer <metrics token>'."
             )
     body, content_type = request.app[METRICS].exposition()
+    hub = request.app.get(HUB)
+    if hub is not None:  # one of several workers: report them all, summed
+        try:
+            others = await hub.call("ask", {"kind": "metrics"})
+        except StoreUnavailable as exc:
+            raise ApiError(503, exc.code, "The other workers' metrics cannot be read.") from None
+        texts = [body.decode()] + [t for t in others or () if isinstance(t, str)]
+        body = merge_expositions(texts)
     response = web.Response(body=body)
     response.headers[hdrs.CONTENT_TYPE] = content_type
     return response

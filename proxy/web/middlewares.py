@@ -122,3 +122,26 @@ async def javascript_type(request: web.Request, response: web.StreamResponse) ->
     application/javascript."""
     if isinstance(response, web.FileResponse) and request.path.endswith((".js", ".mjs")):
         response.content_type = "text/javascript"
+
+
+def upgrade_fast_path(
+    rewrite: Callable[[web.Request], web.Request], upgrade: Handler
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The outermost middleware: a console's upgrade skips the rest of the chain.
+
+    A WebSocket console runs inside its request's handler for hours, and every middleware
+    around it keeps a coroutine frame alive that long (some 250 bytes each, per console). An
+    upgrade (``upgrade``'s route, no body to settle) gets what of the chain applies to it: the
+    forwarded headers, the JSON errors, security headers on an error answer.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.handler is not upgrade or request.body_exists:
+            return await handler(request)
+        response = await error_middleware(rewrite(request), upgrade)
+        if not isinstance(response, web.WebSocketResponse):
+            add_security_headers(response, request.app[CONFIG])
+        return response
+
+    return middleware

@@ -83,7 +83,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     failures = request.app[OPERATOR_FAILURES]
     if not same_origin(request):
         return login_form(request, FOREIGN, 403)
-    if failures.exhausted(client):
+    if await failures.exhausted(client):
         request.app[AUDIT].operator("login_failed", "", client, reason="rate_limited")
         return login_form(request, TOO_MANY, 429)
     form = await request.post()
@@ -98,7 +98,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return login_form(request, ZSTACK_DOWN, 502)
     listed = account in request.app[CONFIG].operator.accounts
     if not accepted or not listed:
-        failures.allow(client)
+        await failures.spend(client)
         reason = "not_operator" if accepted else "wrong_credentials"
         request.app[AUDIT].operator("login_failed", account, client, reason=reason)
         return login_form(request, NOT_OPERATOR if accepted else WRONG, 403 if accepted else 401)

@@ -18,11 +18,13 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from proxy import i18n
 from proxy.recording.store import Filters, RecordingStore, parse_time, valid_id
 from proxy.web.errors import ApiError
 from proxy.web.keys import AUDIT, RECORDINGS
 from proxy.web.operator import own_origin_referrer
 from proxy.web.operator_session import require_operator, signed_in
+from proxy.web.pages import language_context, page_language
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,19 @@ async def playback_page(request: web.Request) -> web.StreamResponse:
     account = signed_in(request)
     if account is None:
         raise web.HTTPFound(location="../")
-    context: dict[str, Any] = {"root": "../../", "account": account, "recording": ident}
+    language = page_language(request)
+    context: dict[str, Any] = {
+        **language_context(language),
+        "root": "../../",
+        "account": account,
+        "recording": ident,
+        # playback.js's words: the "playback" section.
+        "playback_text": {
+            key.removeprefix("playback."): value
+            for key, value in i18n.flatten(i18n.tables()[language]).items()
+            if key.startswith("playback.")
+        },
+    }
     response = aiohttp_jinja2.render_template("operator_playback.html", request, context)
     return own_origin_referrer(response)
 

@@ -8,6 +8,15 @@
 //     button) with a fresh `{type: 'console-proxy:ticket', token}`, checking which window asked.
 
 const $ = (id) => document.getElementById(id);
+// The page's words in its language (#demo-text, from proxy/languages/).
+const TEXT = JSON.parse($('demo-text').textContent);
+const STATES = {
+    connecting: 'stateConnecting',
+    connected: 'stateConnected',
+    disconnected: 'stateDisconnected',
+};
+const say = (key, values = {}) =>
+    TEXT[key].replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ''));
 const ui = {
     message: $('message'),
     embed: $('embed'),
@@ -42,7 +51,7 @@ async function open(vm, where, button) {
     try {
         const ticket = await mintTicket(vm.uuid);
         if (where === 'tab') {
-            if (!tab) throw new ApiError('The browser blocked the new tab; allow pop-ups for this page.');
+            if (!tab) throw new ApiError(say('popupBlocked'));
             tab.location.href = absolute(ticket.consoleUrl);
             consoles.set(tab, { vm, origin: new URL(absolute(ticket.consoleUrl)).origin });
         } else {
@@ -87,7 +96,7 @@ async function postJson(url, headers, body) {
             cache: 'no-store',
         });
     } catch (err) {
-        throw new ApiError('Could not reach the console proxy (' + err.message + ').');
+        throw new ApiError(say('unreachable', { reason: err.message }));
     }
     let data = null;
     try {
@@ -97,7 +106,7 @@ async function postJson(url, headers, body) {
     }
     if (!response.ok) {
         const error = (data && data.error) || {};
-        const text = error.description || ('The proxy answered HTTP ' + response.status + '.');
+        const text = error.description || say('httpStatus', { status: response.status });
         const e = new ApiError(text + (error.code ? ' (' + error.code + ')' : ''));
         e.status = response.status;
         throw e;
@@ -145,7 +154,8 @@ function onConsoleMessage(event) {
             })
             .catch(showError);
     } else if (data.type === 'console-proxy:status' && event.source === ui.frame.contentWindow) {
-        ui.embedStatus.textContent = data.state + (data.code ? ' (' + data.code + ')' : '');
+        const state = STATES[data.state] ? say(STATES[data.state]) : String(data.state);
+        ui.embedStatus.textContent = state + (data.code ? ' (' + data.code + ')' : '');
         ui.embedStatus.className = 'embed-status state-' + data.state;
     }
 }
@@ -155,7 +165,7 @@ function onConsoleMessage(event) {
 function showError(err) {
     ui.message.textContent = err instanceof ApiError
         ? err.message
-        : 'Something went wrong: ' + err.message;
+        : say('wentWrong', { reason: err.message });
     ui.message.hidden = false;
 }
 

@@ -36,7 +36,8 @@ function render(recordings) {
         const row = document.createElement('tr');
         cell(row, new Date(recording.started).toLocaleString());
         cell(row, recording.vmUuid || '');
-        cell(row, recording.protocol);
+        // A SPICE console is one recording per channel.
+        cell(row, recording.channel ? `${recording.protocol} · ${recording.channel}` : recording.protocol);
         cell(row, recording.account || '');
         cell(row, recording.client || '');
         cell(row, `${Math.round(recording.duration || 0)} s`, 'num');

@@ -15,11 +15,10 @@ import pytest
 from aiohttp import WSMsgType
 
 from proxy.closecodes import Close
-from proxy.demo.simulator import create_simulator_app
-from tests.support.net import TcpTarget, free_port, rfb_echo
+from tests.support.net import free_port
 from tests.support.rfb_client import greet_as_browser
 from tests.support.serve_process import ServeProcess
-from tests.support.stack import VM, AiohttpServer, inventory, vm_entry, zstack_login
+from tests.support.stack import VM, AiohttpServer, echo_vm_zstack, process_env, zstack_login
 
 DRAIN = 4.0
 
@@ -27,18 +26,9 @@ DRAIN = 4.0
 async def test_sigterm_drains_open_consoles_then_closes_them_with_1001_and_exits_0(
     aiohttp_server: AiohttpServer, tcp_target: Any, tmp_path: Path
 ) -> None:
-    target: TcpTarget = await tcp_target(rfb_echo)
-    simulator = await aiohttp_server(
-        create_simulator_app(inventory([vm_entry(VM, vncPort=target.port)])), access_log=None
-    )
-    zstack = str(simulator.make_url("/zstack"))
+    zstack, target = await echo_vm_zstack(aiohttp_server, tcp_target)
     port = free_port()
-    env = {
-        "CONSOLE_PROXY_ZSTACK_URL": zstack,
-        "CONSOLE_PROXY_TARGETS_ALLOW": "127.0.0.0/8",
-        "CONSOLE_PROXY_SERVER_DRAIN_TIMEOUT": str(DRAIN),
-        "CONSOLE_PROXY_AUDIT_SINK": "",
-    }
+    env = process_env(zstack, server_drain_timeout=str(DRAIN))
     proxy = ServeProcess(port, ["--listen", f"127.0.0.1:{port}"], tmp_path, env)
     async with proxy, aiohttp.ClientSession() as http:
         session = await zstack_login(http, zstack)

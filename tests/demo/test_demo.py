@@ -15,8 +15,10 @@ from typing import TextIO, cast
 import aiohttp
 import pytest
 
+from tests.support.browser import FreshPage, artifact, status_text, wait_drawn, wait_state
 from tests.support.net import free_port
 from tests.support.rfb_client import RfbClient
+from tests.support.waiting import wait_until
 
 DEMO_VM = "d3ad0c0de0000000000000000000a001"
 STOPPED_VM = "d3ad0c0de0000000000000000000a003"
@@ -100,3 +102,34 @@ async def test_demo_index_mint_and_console(demo: str) -> None:
         ) as answer:
             assert answer.status == 409
             assert (await answer.json())["error"]["code"] == "VM.1010"
+
+
+@pytest.mark.parametrize(
+    ("locale", "heading", "button", "connected", "embed_state"),
+    [
+        ("en-US", "Console proxy demo", "Open in iframe", "Connected to demo-vnc", "connected"),
+        ("zh-CN", "控制台代理演示", "在 iframe 中打开", "已连接到 demo-vnc", "已连接"),
+    ],
+)
+async def test_the_demo_page_speaks_the_browsers_language_and_embeds_a_console(
+    demo: str,
+    fresh_page: FreshPage,
+    locale: str,
+    heading: str,
+    button: str,
+    connected: str,
+    embed_state: str,
+) -> None:
+    page = await fresh_page(locale=locale)
+    await page.goto(demo)
+    assert (await page.locator("h1").inner_text()).strip() == heading
+    row = page.locator(f"tr[data-vm-uuid='{DEMO_VM}']")
+    await row.get_by_role("button", name=button).click()
+    frame = await wait_until(
+        lambda: next((f for f in page.frames if "/console/vnc" in f.url), None), timeout=10
+    )
+    await wait_state(frame, "connected")
+    assert await status_text(frame) == connected
+    await wait_drawn(frame)
+    await page.locator("#embed-status", has_text=embed_state).wait_for()
+    await page.screenshot(path=str(artifact(f"demo-index-{locale}.png")))

@@ -1,18 +1,21 @@
 """Retention and pruning (also from the command line), integrity, and the recordings API:
-filters, pages, authentication, ids, deletion."""
+filters, pages, authentication, ids, deletion; the playback page's sign-in and languages."""
 
 from __future__ import annotations
 
 import json
 import time
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from proxy import i18n
 from proxy.cli import main
 from proxy.recording.format import MAGIC, Kind, encode_record
 from proxy.recording.store import RecordingStore
+from proxy.web.operator_session import COOKIE
 from tests.recording.support import StartProxy, audit_lines
 
 DAY = 86400.0
@@ -111,7 +114,7 @@ async def test_the_api_lists_filters_and_pages(recording_proxy: StartProxy) -> N
     assert status == 200
     assert [r["id"] for r in body["recordings"]] == [third, second, first]
     assert set(body["recordings"][0]) == {
-        "id", "console", "vmUuid", "protocol", "client", "account", "started",
+        "id", "console", "vmUuid", "protocol", "channel", "client", "account", "started",
         "duration", "bytes", "sha256", "complete", "playable",
     }  # fmt: skip
     for query, expected in [
@@ -185,3 +188,25 @@ async def test_the_playback_page_needs_a_sign_in(recording_proxy: StartProxy) ->
         proxy.url("/operator/recordings/20260101T000000Z-aaaaaaaaaaaa"), allow_redirects=False
     ) as r:
         assert r.status == 302 and r.headers["Location"] == "../"
+
+
+async def test_the_playback_page_speaks_the_operators_language(recording_proxy: StartProxy) -> None:
+    proxy = await recording_proxy()
+    origin = str(proxy.server.make_url("/").origin())
+    async with proxy.http.post(
+        proxy.url("/operator/login"),
+        data={"account": "admin", "password": "password"},
+        headers={"Origin": origin},
+        allow_redirects=False,
+    ) as r:
+        assert r.status in (302, 303), await r.text()
+        session = SimpleCookie(r.headers["Set-Cookie"])[COOKIE].value
+    page = proxy.url("/operator/recordings/20260101T000000Z-aaaaaaaaaaaa")
+    for language, words in (("zh-CN", ["录像", "速度", "下载"]), ("en", ["Recording", "Speed"])):
+        headers = {"Accept-Language": language, "Cookie": f"{COOKIE}={session}"}
+        async with proxy.http.get(page, headers=headers) as r:
+            html = await r.text()
+        assert f'<html lang="{language}">' in html
+        assert all(word in html for word in words), language
+        text = json.loads(html.split('id="playback-text">', 1)[1].split("</script>", 1)[0])
+        assert text["seeking"] == i18n.text(language, "playback.seeking")

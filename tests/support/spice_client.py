@@ -258,3 +258,16 @@ class SpiceChannel:
             else:  # CLOSED or ERROR: ended without a close frame from the proxy
                 self.closed = Closed(ws.close_code, f"{msg.type.name} {msg.data!r}", now)
             return
+
+
+def message_kinds(stream: bytes) -> list[int]:
+    """The types of the messages a channel's byte stream after its link holds, in order; the
+    stream must end on a message boundary."""
+    kinds, at = [], 0
+    while at < len(stream):
+        kind, size = MINI_HEADER.unpack_from(stream, at)
+        at += MINI_HEADER.size + size
+        kinds.append(kind)
+    if at != len(stream):
+        raise AssertionError(f"the stream ends {at - len(stream)} bytes inside a message")
+    return kinds

@@ -275,3 +275,33 @@ async def stack(aiohttp_server: Any, tcp_target: Any) -> AsyncIterator[StartStac
     yield start
     for s in made:
         await s.close()
+
+
+async def close_code_of(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> int:
+    """Wait (past any binary messages) for the proxy to close ``ws``; its close code."""
+    while True:
+        message = await ws.receive(timeout=timeout)
+        if message.type is not WSMsgType.BINARY:
+            assert message.type is WSMsgType.CLOSE, message
+            return int(message.data)
+
+
+async def echo_vm_zstack(aiohttp_server: AiohttpServer, tcp_target: Any) -> tuple[str, Any]:
+    """A simulated ZStack whose VM :data:`VM` has an echoing VNC console: (its API URL, the
+    console's :class:`~tests.support.net.TcpTarget`)."""
+    target = await tcp_target(rfb_echo)
+    simulator = await aiohttp_server(
+        create_simulator_app(inventory([vm_entry(VM, vncPort=target.port)])), access_log=None
+    )
+    return str(simulator.make_url("/zstack")), target
+
+
+def process_env(zstack_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a ``console-proxy serve`` process using ``zstack_url`` and loopback
+    targets, no audit lines on stderr, plus ``CONSOLE_PROXY_<KEY>`` for each of ``settings``."""
+    return {
+        "CONSOLE_PROXY_ZSTACK_URL": zstack_url,
+        "CONSOLE_PROXY_TARGETS_ALLOW": "127.0.0.0/8",
+        "CONSOLE_PROXY_AUDIT_SINK": "",
+        **{f"CONSOLE_PROXY_{key.upper()}": value for key, value in settings.items()},
+    }

@@ -25,7 +25,7 @@ from tests.support.recording_vnc import RecordingVncServer
 from tests.support.rfb_client import ByteStream, greet_as_browser
 from tests.support.rfb_messages import FBUR, KEY, POINTER
 from tests.support.services import RedisServer
-from tests.support.stack import ADMIN, PASSWORD, VM, StartStack, zstack_login
+from tests.support.stack import ADMIN, PASSWORD, VM, StartStack, close_code_of, zstack_login
 
 TOKEN = "admin-consoles-test-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -131,14 +131,6 @@ async def until(check: Callable[[], Awaitable[Any]], timeout: float = 2.0) -> An
         await asyncio.sleep(0.05)
 
 
-async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int:
-    while True:
-        message = await ws.receive(timeout=5)
-        if message.type is not WSMsgType.BINARY:
-            assert message.type is WSMsgType.CLOSE, message
-            return int(message.data)
-
-
 async def test_the_listing_shows_live_bytes_and_no_secrets(
     instances: Start, recorder: RecordingVncServer
 ) -> None:
@@ -179,7 +171,7 @@ async def test_close_one_console(instances: Start, tmp_path: Path) -> None:
     target = listed[0]["id"]
     status, body = await a.post(f"/api/v1/admin/consoles/{target}/close")
     assert status == 200 and body == {"id": target, "closedHere": 1, "otherInstancesTold": 0}
-    assert await closed_with(first) == 4410
+    assert await close_code_of(first) == 4410
     assert [c["id"] for c in await a.listing()] == [listed[1]["id"]]  # the other one stays
     assert (await a.post(f"/api/v1/admin/consoles/{target}/close"))[0] == 404
     assert (await a.post("/api/v1/admin/consoles/NOT-AN-ID/close"))[0] == 400
@@ -278,7 +270,7 @@ async def test_two_instances_with_redis_list_watch_and_close_each_others_console
     # B closes A's console.
     status, body = await b.post(f"/api/v1/admin/consoles/{a_id}/close")
     assert status == 200 and body["closedHere"] == 0 and body["otherInstancesTold"] >= 1
-    assert await closed_with(on_a) == 4410
+    assert await close_code_of(on_a) == 4410
     assert not on_b.closed
     await on_b.close()
 
