@@ -54,7 +54,14 @@ class BridgeStats:
 
 
 class Bridge:
-    """Pumps one console. The handler task reads the WebSocket; one helper task writes it.
+    """Pumps one console. The handler task reads the WebSocket; host bytes are written to it
+    as they arrive (see below), or by one helper task while they must wait.
+
+    On a plain TCP browser socket (proxy.relay.direct) a host chunk is framed and written from
+    the host link's ``data_received`` itself: no task wakes per chunk (lower latency) and an idle
+    console holds no helper task at all (its task, frame and future: ~0.7 KiB). The helper task
+    runs only while the browser's socket is backed up, while a streaming host is spliced, and
+    to end the console once the host has closed; then it hands back. On TLS it runs throughout.
 
     Idle and session limits are one timer, re-armed only when it fires, so a message costs no
     timer work at all.
@@ -65,8 +72,12 @@ class Bridge:
         "_ended",
         "_host_done",
         "_idle_ends",
+        "_pump",
         "_session_ends",
+        "_splice",
+        "_stopped",
         "_timer",
+        "_wire",
         "host",
         "host_tap",
         "is_input",
@@ -106,6 +117,10 @@ class Bridge:
         self._timer: asyncio.TimerHandle | None = None
         self._idle_ends = 0.0
         self._session_ends = 0.0
+        self._wire: BrowserWire | None = None
+        self._splice = False
+        self._pump: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def run(self, to_host: bytes = b"", to_browser: bytes = b"") -> Close:
         """Pump until either side ends or a limit is reached; return why it ended.
@@ -119,7 +134,14 @@ class Bridge:
         self._session_ends = now + self.limits.max_session
         self._idle_ends = now + (self.limits.idle_timeout or self.limits.max_session)
         self._timer = loop.call_at(min(self._idle_ends, self._session_ends), self._check)
-        downstream = asyncio.create_task(self._host_to_browser(to_browser))
+        host = self.host
+        # A recorded console is never spliced: its recorder must see every chunk.
+        wire = self._wire = BrowserWire.of(self.ws)
+        self._splice = wire is not None and self.observe is None
+        if wire is not None:
+            host.sink, host.wake = self._take, self._start_pump
+        if wire is None or to_browser or host.waiting:
+            self._start_pump(to_browser)
         try:
             if to_host and self.transform is not None:
                 to_host, _ = self.transform(to_host)
@@ -131,10 +153,13 @@ class Bridge:
         except ConnectionError:
             reason = Close.HOST_CLOSED
         finally:
+            self._stopped = True
+            host.sink = host.wake = None
             self._timer.cancel()
-            downstream.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await downstream
+            if (pump := self._pump) is not None:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
             if self._closer is not None:
                 with contextlib.suppress(Exception):
                     await self._closer
@@ -188,35 +213,63 @@ class Bridge:
             else:  # CLOSE, CLOSING, CLOSED: the browser left, or a close from our side
                 return Close.BROWSER_CLOSED
 
-    async def _host_to_browser(self, first: bytes) -> None:
-        ws, host, stats, observe = self.ws, self.host, self.stats, self.observe
-        # Frames go straight onto a plain TCP browser socket (proxy.relay.direct); a recorded
-        # console is never spliced, since its recorder must see every chunk.
-        wire = BrowserWire.of(ws)
-        splice = wire is not None and observe is None
+    def _take(self, data: bytes) -> bool:
+        """The host link's sink: write ``data`` now if the browser's socket can take it."""
+        wire = self._wire
+        if self._pump is not None or wire is None or not wire.ready():
+            return False  # the host link queues it and wakes the helper task
+        self.stats.bytes_to_browser += len(data)
+        if self.observe is not None:
+            self.observe(data)
+        wire.send(data)
+        burst = self._splice and len(data) >= SPLICE_FROM
+        if burst or wire.paused:
+            self._start_pump(b"", burst)
+        return True
+
+    def _start_pump(self, first: bytes = b"", burst: bool = False) -> None:
+        if self._pump is None and not self._stopped:
+            self._pump = asyncio.ensure_future(self._host_to_browser(first, burst))
+
+    async def _host_to_browser(self, first: bytes, burst: bool) -> None:
         try:
-            data = first or await host.read()
-            while data:
-                stats.bytes_to_browser += len(data)
-                if observe is not None:
-                    observe(data)
-                if wire is not None and wire.ready():
-                    wire.send(data)
-                    await wire.drain()
-                else:
-                    await ws.send_bytes(data)
-                if splice and len(data) >= SPLICE_FROM:
-                    assert wire is not None
-                    if not await splice_burst(host, wire, stats):
-                        break
-                data = await host.read()
+            if await self._pump_host(first, burst):
+                return  # back to writing from the host link's data_received
         except ConnectionResetError:
-            host.reset = True
+            self.host.reset = True
         except ConnectionError:
             pass
-        done = self._host_done = Close.HOST_RESET if host.reset else Close.HOST_CLOSED
+        done = self._host_done = Close.HOST_RESET if self.host.reset else Close.HOST_CLOSED
         # Wakes the handler's receive() with CLOSING; close() itself sends our close frame.
-        await ws.close(code=done.code, message=done.reason.encode())
+        await self.ws.close(code=done.code, message=done.reason.encode())
+
+    async def _pump_host(self, data: bytes, burst: bool) -> bool:
+        """Move host bytes until the direct path can take over (True) or the host ended."""
+        ws, host, stats, observe, wire = self.ws, self.host, self.stats, self.observe, self._wire
+        if burst and wire is not None and not await splice_burst(host, wire, stats):
+            return False
+        while True:
+            if not data:
+                if wire is not None:
+                    await wire.drain()
+                    if not host.waiting and wire.ready():
+                        self._pump = None
+                        return True
+                data = await host.read()
+                if not data:
+                    return False
+            stats.bytes_to_browser += len(data)
+            if observe is not None:
+                observe(data)
+            if wire is not None and wire.ready():
+                wire.send(data)
+            else:
+                await ws.send_bytes(data)
+            if self._splice and len(data) >= SPLICE_FROM:
+                assert wire is not None
+                if not await splice_burst(host, wire, stats):
+                    return False
+            data = b""
 
 
 def _error_close(exc: object) -> Close:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 LIMIT = 512 * 1024
@@ -27,7 +28,9 @@ class HostLink(asyncio.Protocol):
         "_waiter",
         "_writing_paused",
         "reset",
+        "sink",
         "transport",
+        "wake",
     )
 
     def __init__(self, limit: int = LIMIT) -> None:
@@ -43,6 +46,10 @@ class HostLink(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         # The host reset the connection (rather than closing it in order).
         self.reset = False
+        # Takes a chunk as it arrives, if it can (True); else the chunk is queued for read().
+        self.sink: Callable[[bytes], bool] | None = None
+        # Told when something waits for read(): a chunk was queued, or the host has closed.
+        self.wake: Callable[[], None] | None = None
 
     @classmethod
     def adopt(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> HostLink:
@@ -71,6 +78,8 @@ class HostLink(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self._chunks is None and self.sink is not None and self.sink(data):
+            return
         if self._chunks is None:
             self._chunks = deque()
         self._chunks.append(data)
@@ -170,6 +179,13 @@ class HostLink(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    @property
+    def waiting(self) -> bool:
+        """Whether read() would return at once: chunks are queued, or the host has closed."""
+        return bool(self._chunks) or self._eof
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+        if self.wake is not None:
+            self.wake()

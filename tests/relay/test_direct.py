@@ -379,3 +379,31 @@ async def test_the_wire_never_overtakes_what_its_transport_holds() -> None:
     frames, _ = parse_frames(got)
     assert [op for op, _, _ in frames] == [0x2] * (len(frames) - 1) + [0xA]
     assert b"".join(got[start:end] for op, start, end in frames if op == 0x2) == data[:sent]
+
+
+def helper_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if "_host_to_browser" in t.get_coro().__qualname__  # type: ignore[union-attr]
+    ]
+
+
+async def test_an_idle_console_holds_no_helper_task_until_the_host_closes(proxy: Any) -> None:
+    async def echo_until_bye(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"RFB 003.008\n")
+        while (data := await reader.read(100)) and data != b"bye":
+            writer.write(data)
+        writer.close()
+
+    server = await proxy(echo_until_bye)
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(server.make_url("/websockify?token=vm")) as ws:
+            assert (await ws.receive(timeout=5)).data == b"RFB 003.008\n"
+            for n in range(20):  # each echo is written from the host link's data_received
+                await ws.send_bytes(b"ping %d" % n)
+                assert (await ws.receive(timeout=5)).data == b"ping %d" % n
+            assert helper_tasks() == []
+            await ws.send_bytes(b"bye")  # the host's end still ends the console, in order
+            last = await ws.receive(timeout=5)
+            assert (last.data, last.extra) == Close.HOST_CLOSED.value
