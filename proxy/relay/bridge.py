@@ -22,7 +22,7 @@ from aiohttp.http_websocket import WebSocketError
 
 from proxy.closecodes import Close
 from proxy.relay.browser import BrowserSocket
-from proxy.relay.direct import SPLICE_FROM, BrowserWire, splice_burst
+from proxy.relay.direct import BrowserWire
 from proxy.relay.hostlink import HostLink
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,8 @@ class Bridge:
     On a plain TCP browser socket (proxy.relay.direct) a host chunk is framed and written from
     the host link's ``data_received`` itself: no task wakes per chunk (lower latency) and an idle
     console holds no helper task at all (its task, frame and future: ~0.7 KiB). The helper task
-    runs only while the browser's socket is backed up, while a streaming host is spliced, and
-    to end the console once the host has closed; then it hands back. On TLS it runs throughout.
+    runs only while the browser's socket is backed up and to end the console once the host has
+    closed; then it hands back. On TLS it runs throughout.
 
     Idle and session limits are one timer, re-armed only when it fires, so a message costs no
     timer work at all.
@@ -74,7 +74,6 @@ class Bridge:
         "_idle_ends",
         "_pump",
         "_session_ends",
-        "_splice",
         "_stopped",
         "_timer",
         "_wire",
@@ -118,7 +117,6 @@ class Bridge:
         self._idle_ends = 0.0
         self._session_ends = 0.0
         self._wire: BrowserWire | None = None
-        self._splice = False
         self._pump: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -135,9 +133,7 @@ class Bridge:
         self._idle_ends = now + (self.limits.idle_timeout or self.limits.max_session)
         self._timer = loop.call_at(min(self._idle_ends, self._session_ends), self._check)
         host = self.host
-        # A recorded console is never spliced: its recorder must see every chunk.
         wire = self._wire = BrowserWire.of(self.ws)
-        self._splice = wire is not None and self.observe is None
         if wire is not None:
             host.sink, host.wake = self._take, self._start_pump
         if wire is None or to_browser or host.waiting:
@@ -222,18 +218,17 @@ class Bridge:
         if self.observe is not None:
             self.observe(data)
         wire.send(data)
-        burst = self._splice and len(data) >= SPLICE_FROM
-        if burst or wire.paused:
-            self._start_pump(b"", burst)
+        if wire.paused:  # backed up: read no more from the host until the browser drains
+            self._start_pump()
         return True
 
-    def _start_pump(self, first: bytes = b"", burst: bool = False) -> None:
+    def _start_pump(self, first: bytes = b"") -> None:
         if self._pump is None and not self._stopped:
-            self._pump = asyncio.ensure_future(self._host_to_browser(first, burst))
+            self._pump = asyncio.ensure_future(self._host_to_browser(first))
 
-    async def _host_to_browser(self, first: bytes, burst: bool) -> None:
+    async def _host_to_browser(self, first: bytes) -> None:
         try:
-            if await self._pump_host(first, burst):
+            if await self._pump_host(first):
                 return  # back to writing from the host link's data_received
         except ConnectionResetError:
             self.host.reset = True
@@ -243,11 +238,9 @@ class Bridge:
         # Wakes the handler's receive() with CLOSING; close() itself sends our close frame.
         await self.ws.close(code=done.code, message=done.reason.encode())
 
-    async def _pump_host(self, data: bytes, burst: bool) -> bool:
+    async def _pump_host(self, data: bytes) -> bool:
         """Move host bytes until the direct path can take over (True) or the host ended."""
         ws, host, stats, observe, wire = self.ws, self.host, self.stats, self.observe, self._wire
-        if burst and wire is not None and not await splice_burst(host, wire, stats):
-            return False
         while True:
             if not data:
                 if wire is not None:
@@ -265,10 +258,6 @@ class Bridge:
                 wire.send(data)
             else:
                 await ws.send_bytes(data)
-            if self._splice and len(data) >= SPLICE_FROM:
-                assert wire is not None
-                if not await splice_burst(host, wire, stats):
-                    return False
             data = b""
 
 

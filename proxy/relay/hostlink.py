@@ -143,32 +143,6 @@ class HostLink(asyncio.Protocol):
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
 
-    @property
-    def closing(self) -> bool:
-        return self.transport is None or self.transport.is_closing()
-
-    def splice_source(self) -> int | None:
-        """The socket's descriptor for splice(2), with the transport's reading paused; None
-        (nothing changed) while chunks are queued, after EOF, over TLS or without a socket."""
-        transport = self.transport
-        if transport is None or self._chunks or self._eof or transport.is_closing():
-            return None
-        if transport.get_extra_info("sslcontext") or transport.get_extra_info("ssl_object"):
-            return None
-        sock = transport.get_extra_info("socket")
-        if sock is None:
-            return None
-        transport.pause_reading()
-        return int(sock.fileno())
-
-    def splice_done(self, eof: bool) -> None:
-        """Back to reading through the transport after :meth:`splice_source`."""
-        if eof:
-            self._eof = True
-        elif not self.closing and not self._reading_paused:
-            assert self.transport is not None
-            self.transport.resume_reading()
-
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
