@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,6 +55,10 @@ class ConsoleRegistry:
     def __init__(self) -> None:
         self._all: set[LiveConsole] = set()
         self._by_vm: defaultdict[str, set[LiveConsole]] = defaultdict(set)
+        # Per VM, how many open sockets count as each console: a console's sockets are counted
+        # without walking every socket of its VM (10,000 consoles of one target made opening
+        # and closing each of them cost a walk over all the others).
+        self._counted: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._empty = asyncio.Event()
         self._empty.set()
         # Set once the process stops taking consoles (readiness says so).
@@ -70,22 +74,30 @@ class ConsoleRegistry:
     def assign_vm(self, console: LiveConsole, vm_uuid: str) -> int:
         """Record which VM the console shows; return how many consoles that VM now has."""
         console.vm_uuid = vm_uuid
-        self._by_vm[vm_uuid].add(console)
-        return len({c.counted_as for c in self._by_vm[vm_uuid]})
+        if console not in self._by_vm[vm_uuid]:
+            self._by_vm[vm_uuid].add(console)
+            self._counted[vm_uuid][console.counted_as] += 1
+        return len(self._counted[vm_uuid])
 
     def counts(self, console: LiveConsole) -> bool:
         """Whether another open socket here still counts for what ``console`` counted as."""
-        peers = self._by_vm.get(console.vm_uuid, ())
-        return any(c.counted_as == console.counted_as for c in peers if c is not console)
+        counted = self._counted.get(console.vm_uuid)
+        sockets = counted[console.counted_as] if counted else 0
+        return sockets > (1 if console in self._by_vm.get(console.vm_uuid, ()) else 0)
 
     def remove(self, console: LiveConsole) -> None:
         self._all.discard(console)
         if console.vm_uuid:
             peers = self._by_vm.get(console.vm_uuid)
-            if peers is not None:
+            if peers is not None and console in peers:
                 peers.discard(console)
+                counted = self._counted[console.vm_uuid]
+                counted[console.counted_as] -= 1
+                if counted[console.counted_as] <= 0:
+                    del counted[console.counted_as]
                 if not peers:
                     del self._by_vm[console.vm_uuid]
+                    del self._counted[console.vm_uuid]
         if not self._all:
             self._empty.set()
 

@@ -26,8 +26,8 @@ from proxy.recording.hooks import RecordingHooks
 from proxy.recording.recorder import Recorder, Recordings
 from proxy.relay.bridge import Bridge, BridgeLimits, BridgeStats
 from proxy.relay.browser import BrowserSocket
-from proxy.relay.dial import Streams, dial
-from proxy.relay.handshakes import HandshakeSettings, handshake
+from proxy.relay.dial import Streams, dial, dial_link
+from proxy.relay.handshakes import HANDSHAKES, HandshakeSettings, Prelude, handshake
 from proxy.relay.hostlink import HostLink
 from proxy.tickets.store import StoreUnavailable, Ticket
 
@@ -166,7 +166,11 @@ class ConsoleSessions:
             return Close.TLS_REQUIRED  # minted elsewhere with TLS: never fall back to plaintext
         started = time.monotonic()
         tls = self.handshakes.tls if ticket.tls else None
-        streams = await dial(ticket.host, ticket.port, self.limits.connect_timeout, tls)
+        streams: Streams | HostLink | Close
+        if tls is None and ticket.protocol not in HANDSHAKES:
+            streams = await dial_link(ticket.host, ticket.port, self.limits.connect_timeout)
+        else:
+            streams = await dial(ticket.host, ticket.port, self.limits.connect_timeout, tls)
         if isinstance(streams, Close):
             return streams
         self.metrics.connect_seconds.observe(time.monotonic() - started)
@@ -201,19 +205,22 @@ class ConsoleSessions:
                 return Close.RECORDING_UNAVAILABLE
             if opened.recorder is not None and recordings.required:
                 opened.recorder.on_failure = lambda: self._end_unrecorded(console)
-        prelude = await handshake(
-            ticket.protocol,
-            console.ws,
-            opened.streams,
-            ticket.password,
-            ticket.host,
-            self.handshakes,
-            ticket.view_only,
-        )
-        if isinstance(prelude, Close):
-            return prelude
+        if isinstance(opened.streams, HostLink):
+            prelude, host = Prelude(), opened.streams
+        else:
+            done = await handshake(
+                ticket.protocol,
+                console.ws,
+                opened.streams,
+                ticket.password,
+                ticket.host,
+                self.handshakes,
+                ticket.view_only,
+            )
+            if isinstance(done, Close):
+                return done
+            prelude, host = done, HostLink.adopt(*opened.streams)
         idle = self.limits.idle_timeout if prelude.carries_input else None
-        host = HostLink.adopt(*opened.streams)
         console.stop_host = host.abort
         limits = BridgeLimits(idle, self.limits.max_session)
         bridge = Bridge(console.ws, host, limits, prelude.is_input, opened.stats, prelude.transform)
@@ -246,8 +253,11 @@ class ConsoleSessions:
                 await self.registry.close_group(console.group, reason)
         if opened.hooks is not None:
             opened.hooks.stop()
-        # The StreamWriter stays referenced until here: dropping it would close the transport.
-        opened.streams[1].close()
+        if isinstance(opened.streams, HostLink):
+            opened.streams.close()
+        else:
+            # The StreamWriter stays referenced until here: dropping it would close the transport.
+            opened.streams[1].close()
         reason = console.interrupted or reason
         stats, recorder = opened.stats, opened.recorder
         self.metrics.bytes.labels("to_host").inc(stats.bytes_to_host)
@@ -275,7 +285,8 @@ class Opened:
     """A console whose host was dialled: what its end must close, count and audit."""
 
     facts: ConsoleFacts
-    streams: Streams
+    # Streams for a handshake of ours; a raw console is dialled straight into its host link.
+    streams: Streams | HostLink
     stats: BridgeStats
     recorder: Recorder | None = None
     hooks: RecordingHooks | None = None

@@ -11,6 +11,7 @@ An IPv6 entry with a port needs brackets: ``::1:5900`` could be either, so it is
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,11 +39,17 @@ class TargetPolicy:
 
     def permits(self, host: str, port: int) -> bool:
         """True when host (an IP literal; names are never dialled) and port are allowed."""
-        try:
-            address = unmapped(ipaddress.ip_address(host))
-        except ValueError:
-            return False
-        return any(rule.permits(address, port) for rule in self.rules)
+        address = _parsed(host)
+        return address is not None and any(rule.permits(address, port) for rule in self.rules)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # Every console's target is checked; a site has a bounded set of hypervisors.
+    try:
+        return unmapped(ipaddress.ip_address(host))
+    except ValueError:
+        return None
 
 
 def unmapped(

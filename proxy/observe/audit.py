@@ -16,7 +16,7 @@ from typing import IO, Any
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConsoleFacts:
     console_id: str
     vm_uuid: str

@@ -22,6 +22,7 @@ from aiohttp.http_websocket import WebSocketError
 
 from proxy.closecodes import Close
 from proxy.relay.browser import BrowserSocket
+from proxy.relay.direct import BrowserWire
 from proxy.relay.hostlink import HostLink
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ Observer = Callable[[bytes], None]
 HostTap = Callable[[bytes], bytes]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BridgeLimits:
     # None: this socket carries no user input (a SPICE display channel), so it never idles.
     idle_timeout: float | None
@@ -53,7 +54,14 @@ class BridgeStats:
 
 
 class Bridge:
-    """Pumps one console. The handler task reads the WebSocket; one helper task writes it.
+    """Pumps one console. The handler task reads the WebSocket; host bytes are written to it
+    as they arrive (see below), or by one helper task while they must wait.
+
+    On a plain TCP browser socket (proxy.relay.direct) a host chunk is framed and written from
+    the host link's ``data_received`` itself: no task wakes per chunk (lower latency) and an idle
+    console holds no helper task at all (its task, frame and future: ~0.7 KiB). The helper task
+    runs only while the browser's socket is backed up and to end the console once the host has
+    closed; then it hands back. On TLS it runs throughout.
 
     Idle and session limits are one timer, re-armed only when it fires, so a message costs no
     timer work at all.
@@ -64,8 +72,11 @@ class Bridge:
         "_ended",
         "_host_done",
         "_idle_ends",
+        "_pump",
         "_session_ends",
+        "_stopped",
         "_timer",
+        "_wire",
         "host",
         "host_tap",
         "is_input",
@@ -105,6 +116,9 @@ class Bridge:
         self._timer: asyncio.TimerHandle | None = None
         self._idle_ends = 0.0
         self._session_ends = 0.0
+        self._wire: BrowserWire | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def run(self, to_host: bytes = b"", to_browser: bytes = b"") -> Close:
         """Pump until either side ends or a limit is reached; return why it ended.
@@ -118,7 +132,12 @@ class Bridge:
         self._session_ends = now + self.limits.max_session
         self._idle_ends = now + (self.limits.idle_timeout or self.limits.max_session)
         self._timer = loop.call_at(min(self._idle_ends, self._session_ends), self._check)
-        downstream = asyncio.create_task(self._host_to_browser(to_browser))
+        host = self.host
+        wire = self._wire = BrowserWire.of(self.ws)
+        if wire is not None:
+            host.sink, host.wake = self._take, self._start_pump
+        if wire is None or to_browser or host.waiting:
+            self._start_pump(to_browser)
         try:
             if to_host and self.transform is not None:
                 to_host, _ = self.transform(to_host)
@@ -130,10 +149,13 @@ class Bridge:
         except ConnectionError:
             reason = Close.HOST_CLOSED
         finally:
+            self._stopped = True
+            host.sink = host.wake = None
             self._timer.cancel()
-            downstream.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await downstream
+            if (pump := self._pump) is not None:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
             if self._closer is not None:
                 with contextlib.suppress(Exception):
                     await self._closer
@@ -187,23 +209,56 @@ class Bridge:
             else:  # CLOSE, CLOSING, CLOSED: the browser left, or a close from our side
                 return Close.BROWSER_CLOSED
 
+    def _take(self, data: bytes) -> bool:
+        """The host link's sink: write ``data`` now if the browser's socket can take it."""
+        wire = self._wire
+        if self._pump is not None or wire is None or not wire.ready():
+            return False  # the host link queues it and wakes the helper task
+        self.stats.bytes_to_browser += len(data)
+        if self.observe is not None:
+            self.observe(data)
+        wire.send(data)
+        if wire.paused:  # backed up: read no more from the host until the browser drains
+            self._start_pump()
+        return True
+
+    def _start_pump(self, first: bytes = b"") -> None:
+        if self._pump is None and not self._stopped:
+            self._pump = asyncio.ensure_future(self._host_to_browser(first))
+
     async def _host_to_browser(self, first: bytes) -> None:
-        ws, host, stats, observe = self.ws, self.host, self.stats, self.observe
         try:
-            data = first or await host.read()
-            while data:
-                stats.bytes_to_browser += len(data)
-                if observe is not None:
-                    observe(data)
-                await ws.send_bytes(data)
-                data = await host.read()
+            if await self._pump_host(first):
+                return  # back to writing from the host link's data_received
         except ConnectionResetError:
-            host.reset = True
+            self.host.reset = True
         except ConnectionError:
             pass
-        done = self._host_done = Close.HOST_RESET if host.reset else Close.HOST_CLOSED
+        done = self._host_done = Close.HOST_RESET if self.host.reset else Close.HOST_CLOSED
         # Wakes the handler's receive() with CLOSING; close() itself sends our close frame.
-        await ws.close(code=done.code, message=done.reason.encode())
+        await self.ws.close(code=done.code, message=done.reason.encode())
+
+    async def _pump_host(self, data: bytes) -> bool:
+        """Move host bytes until the direct path can take over (True) or the host ended."""
+        ws, host, stats, observe, wire = self.ws, self.host, self.stats, self.observe, self._wire
+        while True:
+            if not data:
+                if wire is not None:
+                    await wire.drain()
+                    if not host.waiting and wire.ready():
+                        self._pump = None
+                        return True
+                data = await host.read()
+                if not data:
+                    return False
+            stats.bytes_to_browser += len(data)
+            if observe is not None:
+                observe(data)
+            if wire is not None and wire.ready():
+                wire.send(data)
+            else:
+                await ws.send_bytes(data)
+            data = b""
 
 
 def _error_close(exc: object) -> Close:

@@ -24,6 +24,9 @@ from proxy.relay.bridge import Transform
 from proxy.relay.browser import BrowserSocket
 from proxy.relay.dial import Streams
 
+# The protocols whose handshake the proxy takes part in; others pass raw from the first byte.
+HANDSHAKES = frozenset({"vnc", "spice"})
+
 
 @dataclass(frozen=True, slots=True)
 class Prelude:

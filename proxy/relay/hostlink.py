@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 LIMIT = 512 * 1024
@@ -27,11 +28,14 @@ class HostLink(asyncio.Protocol):
         "_waiter",
         "_writing_paused",
         "reset",
+        "sink",
         "transport",
+        "wake",
     )
 
     def __init__(self, limit: int = LIMIT) -> None:
-        self._chunks: deque[bytes] = deque()
+        # Only while chunks wait: an idle console holds none (an empty deque is ~600 bytes).
+        self._chunks: deque[bytes] | None = None
         self._size = 0
         self._limit = limit
         self._eof = False
@@ -42,6 +46,10 @@ class HostLink(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         # The host reset the connection (rather than closing it in order).
         self.reset = False
+        # Takes a chunk as it arrives, if it can (True); else the chunk is queued for read().
+        self.sink: Callable[[bytes], bool] | None = None
+        # Told when something waits for read(): a chunk was queued, or the host has closed.
+        self.wake: Callable[[], None] | None = None
 
     @classmethod
     def adopt(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> HostLink:
@@ -70,6 +78,10 @@ class HostLink(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self._chunks is None and self.sink is not None and self.sink(data):
+            return
+        if self._chunks is None:
+            self._chunks = deque()
         self._chunks.append(data)
         self._size += len(data)
         if self._size > self._limit and not self._reading_paused and self.transport:
@@ -109,7 +121,10 @@ class HostLink(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+        assert self._chunks is not None
         data = self._chunks.popleft()
+        if not self._chunks:
+            self._chunks = None
         self._size -= len(data)
         if self._reading_paused and self._size <= self._limit // 2 and self.transport:
             self._reading_paused = False
@@ -138,6 +153,13 @@ class HostLink(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    @property
+    def waiting(self) -> bool:
+        """Whether read() would return at once: chunks are queued, or the host has closed."""
+        return bool(self._chunks) or self._eof
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+        if self.wake is not None:
+            self.wake()

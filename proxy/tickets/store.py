@@ -32,7 +32,7 @@ def is_well_formed(token: str) -> bool:
     return TOKEN_PATTERN.fullmatch(token) is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ticket:
     """What a token lets its holder reach. ``password`` never leaves the proxy."""
 

@@ -4,6 +4,8 @@ percent-encoded), with every byte that is not visible ASCII escaped as ``\\xNN``
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
@@ -11,6 +13,7 @@ from aiohttp.abc import AbstractAccessLogger
 _KEPT = frozenset(chr(c) for c in range(0x21, 0x7F)) - {"\\"}
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of paths make almost every line
 def printable(text: str) -> str:
     """``text`` with every character but visible ASCII written as its UTF-8 bytes, ``\\xNN``."""
     if all(c in _KEPT for c in text):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import ipaddress
 import json
 import logging
@@ -152,6 +153,7 @@ def _peer(transport: asyncio.BaseTransport) -> str:
 def _exempt_networks(cidrs: tuple[str, ...]) -> Callable[[str], bool]:
     networks = [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
 
+    @functools.lru_cache(maxsize=4096)  # asked on every connection, by few addresses
     def exempt(address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)

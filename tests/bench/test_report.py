@@ -97,3 +97,28 @@ def test_without_the_rec_scenarios_the_targets_are_not_measured() -> None:
         {"started": "now", "machine": {}, "settings": {"quick": True, "reps": 1, "duration": 1.5},
          "runs": [], "summary": summary}
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("open_at_goal", "kib_at_goal", "status"),
+    [(9_992, 15.5, "PASS"), (9_992, 19.0, "FAIL"), (4_000, 12.0, "n/a")],
+)
+def test_memory_per_idle_console_at_10000(
+    open_at_goal: int, kib_at_goal: float, status: str
+) -> None:
+    result = hold(15.0)
+    result[f"at_{open_at_goal}"] = {
+        "open": open_at_goal,
+        "memory": {
+            "rss": 100 * KIB * KIB + int(kib_at_goal * KIB * open_at_goal),
+            "pss": 0,
+            "processes": 1,
+        },
+    }
+    run = {"system": "C", "scenario": "hold", "rep": 0, "result": result}
+    found = report.metrics_of(run)
+    assert found["consoles_at_goal"] == open_at_goal
+    assert found["mem_per_console_KiB"] == 15.0 and found["mem_at_goal_KiB"] == kib_at_goal
+    statuses = {c["target"]: c["status"] for c in report.summarize([run])["checks"]}
+    assert statuses["≤ 16 KiB per idle console at 10,000 consoles"] == status
+    assert statuses["≤ 16 KiB per idle console"] == "PASS"

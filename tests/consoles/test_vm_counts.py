@@ -46,6 +46,28 @@ def test_sockets_of_one_console_count_once_here() -> None:
     assert registry.assigned() == sorted({("vm", "spice-1"), ("vm", other.console_id)})
 
 
+def test_counts_stay_right_across_many_consoles_of_one_vm() -> None:
+    # The counts are kept per VM, not recomputed from every socket of the VM.
+    registry = ConsoleRegistry()
+    singles = [console() for _ in range(2000)]
+    spice = [console("spice-2") for _ in range(3)]
+    for n, one in enumerate(singles + spice, start=1):
+        registry.add(one)
+        assert registry.assign_vm(one, "vm") == min(n, 2001)
+    assert registry.assign_vm(singles[0], "vm") == 2001  # assigning again counts nothing twice
+    assert not registry.counts(singles[5]) and registry.counts(spice[0])
+    for one in singles[:1000] + spice[:2]:
+        registry.remove(one)
+    assert not registry.counts(spice[2])
+    late = console()
+    registry.add(late)
+    assert registry.assign_vm(late, "vm") == 1002
+    assert len(registry.assigned()) == 1002
+    for one in list(registry._all):
+        registry.remove(one)
+    assert registry.assigned() == [] and not registry._counted
+
+
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[ClusterState]:
     server = RedisServer(require_binary("redis-server", "redis-server"), tmp_path)
