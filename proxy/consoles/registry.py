@@ -36,7 +36,7 @@ class LiveConsole:
     stats: BridgeStats | None = None
     # Once bridged: closes the host side, which wakes a bridge blocked on a host that stopped
     # reading (else the browser's close handshake would wait out its timeout).
-    stop_host: Callable[[], None] | None = None
+    stop_host: Callable[[Close], None] | None = None
 
     @property
     def counted_as(self) -> str:
@@ -47,7 +47,7 @@ class LiveConsole:
         if self.interrupted is None:
             self.interrupted = reason
         if self.stop_host is not None:
-            self.stop_host()
+            self.stop_host(reason)
         await self.ws.close(code=reason.code, message=reason.reason.encode())
 
 

@@ -91,6 +91,8 @@ class ConsoleSessions:
             if isinstance(prepared, Close):
                 reason = prepared
             else:
+                # What it ended with if aiohttp cancels this task: the browser's connection went.
+                reason = Close.BROWSER_CLOSED
                 reason = await prepared.bridge.run(prepared.to_host, prepared.to_browser)
         except StoreUnavailable as exc:
             log.error("shared state unavailable: %s", exc.reason)
@@ -99,6 +101,7 @@ class ConsoleSessions:
             # Each step also when aiohttp cancels this task (the browser's connection went).
             try:
                 if isinstance(prepared, Prepared):
+                    reason = prepared.bridge.outcome(reason)
                     reason = await self._finish(console, prepared, reason)
             finally:
                 reason = console.interrupted or reason
@@ -221,9 +224,9 @@ class ConsoleSessions:
                 return done
             prelude, host = done, HostLink.adopt(*opened.streams)
         idle = self.limits.idle_timeout if prelude.carries_input else None
-        console.stop_host = host.abort
         limits = BridgeLimits(idle, self.limits.max_session)
         bridge = Bridge(console.ws, host, limits, prelude.is_input, opened.stats, prelude.transform)
+        console.stop_host = bridge.stop
         if opened.recorder is not None and recordings is not None:
             opened.recorder.channel = prelude.channel
             interval = recordings.config.keyframe_interval
@@ -239,6 +242,12 @@ class ConsoleSessions:
         """:meth:`_ended`, carried through even when this task is cancelled (aiohttp cancels the
         handler when the browser's connection goes, maybe while a recording is flushing): the
         console's close audit line and the end of its recording are not lost."""
+        waits = isinstance(opened, Prepared) and reason in (Close.IDLE, Close.SESSION_LIMIT)
+        recorder = (opened.opened if isinstance(opened, Prepared) else opened).recorder
+        if recorder is None and not waits:
+            # Nothing to wait for: ended before this task can yield (and be cancelled), so
+            # aiohttp still writes the request's access line.
+            return await self._ended(console, opened, reason)
         ending = asyncio.ensure_future(self._ended(console, opened, reason))
         self._closing.add(ending)
         ending.add_done_callback(self._closing.discard)

@@ -160,9 +160,23 @@ class Bridge:
                 with contextlib.suppress(Exception):
                     await self._closer
             self.host.close()
-        reason = self._ended or self._host_done or reason
+        reason = self.outcome(reason)
         await self.ws.close(code=reason.code, message=reason.reason.encode())
         return reason
+
+    def outcome(self, reason: Close) -> Close:
+        """Why the console ended: a limit or an interruption, else the host's end, else
+        ``reason`` (also when :meth:`run` was cancelled before it could say)."""
+        return self._ended or self._host_done or reason
+
+    def stop(self, reason: Close) -> None:
+        """End the console from outside (revocation, drain, another channel's limit) with
+        ``reason``: the host side is dropped at once (a host that stopped reading cannot hold the
+        browser's close handshake up), and the browser is told ``reason``, not that the host
+        closed."""
+        if self._ended is None:
+            self._ended = reason
+        self.host.abort()
 
     def _check(self) -> None:
         loop = asyncio.get_running_loop()
