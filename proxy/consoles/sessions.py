@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.closecodes import Close
 from proxy.consoles.cluster import SharedCounts
@@ -71,8 +72,9 @@ class ConsoleSessions:
         self.audit = audit
         self.cluster = cluster
         self.recordings = recordings
-        # Consoles being closed because their required recording failed (kept referenced).
-        self._closing: set[asyncio.Task[None]] = set()
+        # Consoles being closed because their required recording failed, and consoles' ends
+        # carried through a cancellation (kept referenced until done).
+        self._closing: set[asyncio.Future[Any]] = set()
 
     async def serve(self, browser: BrowserSocket, token: str, client_ip: str) -> Close:
         """Run the console to its end; close the browser's socket with the reason."""
@@ -94,15 +96,14 @@ class ConsoleSessions:
             log.error("shared state unavailable: %s", exc.reason)
             reason = Close.STORE_UNAVAILABLE
         finally:
+            # Each step also when aiohttp cancels this task (the browser's connection went).
             try:
                 if isinstance(prepared, Prepared):
                     reason = await self._finish(console, prepared, reason)
             finally:
-                # Also when the end is cancelled (aiohttp cancels the handler of a connection
-                # that is gone) while a recording closes: the console must leave the registry.
+                reason = console.interrupted or reason
+                self.metrics.closed.labels(reason.name.lower()).inc()
                 await self._leave(console)
-        reason = console.interrupted or reason
-        self.metrics.closed.labels(reason.name.lower()).inc()
         if not browser.closed:
             await browser.close(code=reason.code, message=reason.reason.encode())
         return reason
@@ -235,6 +236,15 @@ class ConsoleSessions:
     async def _finish(
         self, console: LiveConsole, opened: Opened | Prepared, reason: Close
     ) -> Close:
+        """:meth:`_ended`, carried through even when this task is cancelled (aiohttp cancels the
+        handler when the browser's connection goes, maybe while a recording is flushing): the
+        console's close audit line and the end of its recording are not lost."""
+        ending = asyncio.ensure_future(self._ended(console, opened, reason))
+        self._closing.add(ending)
+        ending.add_done_callback(self._closing.discard)
+        return await asyncio.shield(ending)
+
+    async def _ended(self, console: LiveConsole, opened: Opened | Prepared, reason: Close) -> Close:
         """After a dialled console: stop its recording, count its bytes, audit its end."""
         if isinstance(opened, Prepared):
             opened = opened.opened
