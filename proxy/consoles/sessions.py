@@ -92,6 +92,13 @@ class ConsoleSessions:
                 reason = prepared
             else:
                 reason = await prepared.bridge.run(prepared.to_host, prepared.to_browser)
+        except asyncio.CancelledError:
+            # aiohttp may cancel the handler once the browser's connection is gone (its test
+            # server does), possibly right after a limit closed it: the end still acts on why
+            # (a SPICE console's other channels close with it).
+            if isinstance(prepared, Prepared) and prepared.bridge.ended is not None:
+                reason = prepared.bridge.ended
+            raise
         except StoreUnavailable as exc:
             log.error("shared state unavailable: %s", exc.reason)
             reason = Close.STORE_UNAVAILABLE
