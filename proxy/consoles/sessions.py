@@ -246,6 +246,11 @@ class ConsoleSessions:
         """:meth:`_ended`, carried through even when this task is cancelled (aiohttp cancels the
         handler when the browser's connection goes, maybe while a recording is flushing): the
         console's close audit line and the end of its recording are not lost."""
+        plain = opened.opened if isinstance(opened, Prepared) else opened
+        if plain.recorder is None and reason not in (Close.IDLE, Close.SESSION_LIMIT):
+            # Nothing in it waits: done here and now, with no turn of the loop in which the
+            # handler could be cancelled before aiohttp writes its access line.
+            return await self._ended(console, opened, reason)
         ending = asyncio.ensure_future(self._ended(console, opened, reason))
         self._closing.add(ending)
         ending.add_done_callback(self._closing.discard)
