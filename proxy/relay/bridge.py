@@ -156,9 +156,13 @@ class Bridge:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pump
-            if self._closer is not None:
-                with contextlib.suppress(Exception):
-                    await self._closer
+            if (closer := self._closer) is not None:
+                # Waited for, not awaited: aiohttp cancels a close that waits for a browser
+                # socket to drain when that socket goes away, and that cancellation is the
+                # closer's, not this task's (the limit must still be reported and acted on).
+                await asyncio.wait((closer,))
+                if not closer.cancelled():
+                    closer.exception()  # retrieved: a failed close is not an error here
             self.host.close()
         reason = self.outcome(reason)
         await self.ws.close(code=reason.code, message=reason.reason.encode())
