@@ -9,7 +9,6 @@ nothing on a loaded machine, where CPU starvation stalls a transfer too).
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import socket
 import struct
@@ -22,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from tests.support.configs import write_token_file
+from tests.support.net import raw_upgrade
 from tests.support.serve_process import ServeProcess, listening_process, rss_bytes
 
 MiB = 1024 * 1024
@@ -33,25 +33,6 @@ SEND_LIMIT = 256 * MiB
 # What the proxy may hold for one stalled console, all buffers included, with slack for the
 # allocator. Without backpressure it would hold everything that was pushed.
 RSS_GROWTH_LIMIT = 24 * MiB
-
-
-def raw_upgrade(port: int, token: str) -> socket.socket:
-    """A WebSocket client that does the handshake and then never reads: the worst browser."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /websockify?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
 
 
 async def settled(count: Callable[[], int], proxy: ServeProcess, what: str) -> int:

@@ -5,7 +5,6 @@ a recorder, and not used over TLS."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import os
 import socket
@@ -29,6 +28,7 @@ from proxy.web.keys import REGISTRY
 from tests.recording.support import to_browser
 from tests.support.certs import Pki
 from tests.support.configs import make_config, write_token_file
+from tests.support.net import raw_upgrade
 from tests.support.waiting import wait_until
 
 MiB = 1024 * 1024
@@ -137,24 +137,6 @@ async def test_a_host_reset_mid_stream_closes_4502(proxy: Any, direct_bytes: lis
 # ----- a raw browser: reads when the test says so, and sees every byte of every frame ---------
 
 
-def upgrade(port: int, rcvbuf: int = 64 * 1024) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /websockify?token=vm HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
 def client_frame(opcode: int, payload: bytes) -> bytes:
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
@@ -212,7 +194,7 @@ def held_by_proxy(server: TestServer) -> int:
 
 async def stall_mid_frame(server: TestServer) -> socket.socket:
     assert server.port is not None
-    sock = await asyncio.to_thread(upgrade, server.port)
+    sock = await asyncio.to_thread(raw_upgrade, server.port)
     # The browser reads nothing: the proxy fills its socket and keeps the rest of the frame it
     # was writing in its transport, and stops reading the host.
     await wait_until(lambda: held_by_proxy(server) > 0)

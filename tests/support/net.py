@@ -7,6 +7,8 @@ that are closed after the test.
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -96,3 +98,25 @@ async def rfb_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
     await reader.readexactly(1)
     writer.write(bytes(4))
     await echo(reader, writer)
+
+
+def raw_upgrade(
+    port: int, token: str = "vm", rcvbuf: int = 64 * 1024, timeout: float = 10.0
+) -> socket.socket:
+    """A blocking WebSocket client that has done the upgrade and reads nothing else (the worst
+    browser: one that stops reading), with a small receive buffer."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /websockify?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
