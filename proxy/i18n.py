@@ -101,6 +101,13 @@ def _flat(language: str) -> dict[str, str]:
     return flatten(tables()[language])
 
 
+def section(language: str, name: str) -> dict[str, str]:
+    """One section's words in ``language``, flattened, keys without the section's name (what
+    a page's script gets: ``section("zh-CN", "demo")["openTab"]``)."""
+    prefix = f"{name}."
+    return {k.removeprefix(prefix): v for k, v in _flat(language).items() if k.startswith(prefix)}
+
+
 def text(language: str, key: str, **values: object) -> str:
     """The sentence ``key`` (``"console.reconnect"``) in ``language``, placeholders filled."""
     sentence = _flat(language).get(key) if language in tables() else None

@@ -44,8 +44,7 @@ async def index(request: web.Request) -> dict[str, Any]:
         for vm in request.app[INVENTORY].vms
     ]
     language = page_language(request)
-    words = i18n.flatten(i18n.tables()[language])
-    demo_text = {k.removeprefix("demo."): v for k, v in words.items() if k.startswith("demo.")}
+    demo_text = i18n.section(language, "demo")
     return {**language_context(language), "vms": vms, "demo_text": demo_text}
 
 

@@ -44,11 +44,7 @@ async def operator_home(request: web.Request) -> web.StreamResponse:
         "root": "../",
         "account": account,
         # operator.js's words: the "operator" section, less the template's own.
-        "operator_text": {
-            key.removeprefix("operator."): value
-            for key, value in i18n.flatten(i18n.tables()[language]).items()
-            if key.startswith("operator.")
-        },
+        "operator_text": i18n.section(language, "operator"),
     }
     response = aiohttp_jinja2.render_template("operator.html", request, context)
     return own_origin_referrer(response)

@@ -114,11 +114,7 @@ async def playback_page(request: web.Request) -> web.StreamResponse:
         "account": account,
         "recording": ident,
         # playback.js's words: the "playback" section.
-        "playback_text": {
-            key.removeprefix("playback."): value
-            for key, value in i18n.flatten(i18n.tables()[language]).items()
-            if key.startswith("playback.")
-        },
+        "playback_text": i18n.section(language, "playback"),
     }
     response = aiohttp_jinja2.render_template("operator_playback.html", request, context)
     return own_origin_referrer(response)

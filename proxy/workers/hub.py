@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from proxy.consoles.limits import RateLimiter
@@ -95,12 +95,15 @@ class Hub:
         tasks: set[asyncio.Task[None]] = set()
         try:
             while line := await reader.readline():
-                if b'"op":"ask"' in line:  # waits for other workers: not in the way of others
-                    task = asyncio.create_task(self._handle(peer, line))
+                message = self._request(peer, line)
+                if message is None:
+                    continue
+                if message.get("op") == "ask":  # waits for other workers: not in others' way
+                    task = asyncio.create_task(self._handle(peer, message))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 else:  # answered at once, in order, without a task of its own
-                    await self._handle(peer, line)
+                    await self._handle(peer, message)
         except (ValueError, ConnectionError):  # a line past MAX_LINE, or a reset
             log.warning("worker connection %d broke off", peer.ident)
         finally:
@@ -118,13 +121,21 @@ class Hub:
                 if not members:
                     del self._by_vm[vm_uuid]
 
-    async def _handle(self, peer: Peer, line: bytes) -> None:
-        request_id: Any = None
+    def _request(self, peer: Peer, line: bytes) -> dict[str, Any] | None:
+        """The request on ``line``; None (answered with an error) when it is not one."""
         try:
             message = decode(line)
-            request_id = message.get("i")
-            if request_id is None:
+            if message.get("i") is None:
                 raise BadRequest("no request id")
+            return message
+        except (BadRequest, ValueError) as exc:
+            log.warning("bad hub request from worker connection %d: %s", peer.ident, exc)
+            peer.send({"i": None, "e": BAD_REQUEST})
+            return None
+
+    async def _handle(self, peer: Peer, message: dict[str, Any]) -> None:
+        request_id = message["i"]
+        try:
             result = await self._dispatch(peer, str(message.get("op")), message.get("a") or {})
             answer: dict[str, Any] = {"i": request_id, "r": result}
         except TicketStoreFull:
@@ -141,7 +152,7 @@ class Hub:
             return None
         if op == "ticket.redeem":
             ticket = await self.tickets.redeem(str(args["token"]))
-            return None if ticket is None else _ticket_fields(ticket)
+            return None if ticket is None else asdict(ticket)
         if op == "ticket.count_use":
             return await self.tickets.count_use(str(args["id"]), float(args["ttl"]))
         if op == "vm.claim":
@@ -228,10 +239,6 @@ class Hub:
         future = self._questions.get(question)
         if future is not None and not future.done():
             future.set_result(body)
-
-
-def _ticket_fields(ticket: Ticket) -> dict[str, Any]:
-    return {name: getattr(ticket, name) for name in Ticket.__dataclass_fields__}
 
 
 def _same_user(writer: asyncio.StreamWriter) -> bool:

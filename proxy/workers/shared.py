@@ -142,8 +142,9 @@ class HubBudget:
         self._failing = False
 
     async def spend(self, key: str) -> bool:
-        self._spent_here[client_key(key)] = None
-        self._spent_here.move_to_end(client_key(key))
+        client = client_key(key)
+        self._spent_here[client] = None
+        self._spent_here.move_to_end(client)
         if len(self._spent_here) > MAX_SPENDERS:
             self._spent_here.popitem(last=False)
         return await self._ask("budget.spend", key, self._own.allow)
